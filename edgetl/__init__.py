@@ -1,0 +1,28 @@
+"""edgetl: transfer-train, compress, export and verify lightweight image models for edge devices.
+
+Importing edgetl imports no TensorFlow; the heavy work starts when a function is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from edgetl.manifest import Manifest
+
+__all__ = ["__version__", "train"]
+
+
+def train(data: str, output: str, **options: Any) -> "Manifest":
+    """Train a transfer model on DATA and write the run directory OUTPUT.
+
+    Keyword options are the fields of `edgetl.config.TrainConfig` (backbone, alpha, weights,
+    image_size, epochs, fine_tune_epochs, fine_tune_layers, batch_size, val_split, val_dir, seed,
+    augment, flip, on_bad_image, learning_rate, overwrite). Returns the run's manifest.
+    """
+    from edgetl.config import TrainConfig
+    from edgetl.training import run_training
+
+    return run_training(TrainConfig.create(data=data, output=output, **options))

@@ -1,0 +1,32 @@
+"""The backbone registry. Adding a backbone is one builder module plus one line here."""
+
+from __future__ import annotations
+
+from edgetl.backbones import mobilenet
+from edgetl.backbones.spec import MINUS_ONE_TO_ONE, BackboneSpec, Preprocessing
+from edgetl.errors import UsageError
+
+_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+_V3_ALPHAS = (0.75, 1.0)
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("mobilenet_v2", mobilenet.build_mobilenet_v2, MINUS_ONE_TO_ONE, 224, _V2_ALPHAS,
+                     description="MobileNetV2 (inverted residuals, ReLU6)"),
+        BackboneSpec("mobilenet_v3_small", mobilenet.build_mobilenet_v3_small, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
+                     description="MobileNetV3-Small (hard-swish, squeeze-excite)"),
+        BackboneSpec("mobilenet_v3_large", mobilenet.build_mobilenet_v3_large, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
+                     description="MobileNetV3-Large (hard-swish, squeeze-excite)"),
+    )
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UsageError(f"--backbone: unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+
+
+__all__ = ["BACKBONES", "BackboneSpec", "Preprocessing", "get_backbone"]

@@ -1,0 +1,137 @@
+"""The `edgetl` command line: a thin click layer over the Python API.
+
+Errors become one clean line and an exit code here, and only here (DESIGN.md): 0 success, 1 a check
+failed, 2 bad usage or input. Nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from edgetl import __version__
+from edgetl.errors import EdgetlError, NotBuiltError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgetl")
+def cli() -> None:
+    """Transfer-train, compress, export and verify lightweight image models for edge devices.
+
+    \b
+    Flow:  edgetl train DATA -o RUN  ->  edgetl compress RUN  ->  edgetl bench RUN
+    Try:   edgetl demo   (the whole flow on built-in data, offline)
+    """
+
+
+def _emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2))
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Run directory to create.")
+@click.option("--backbone", default="mobilenet_v2", show_default=True,
+              help="mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet | none | a .h5/.keras weights file | a previous run directory (chained transfer).")
+@click.option("--image-size", type=int, default=None, help="Square input size in pixels [backbone default: 224].")
+@click.option("--epochs", type=int, default=5, show_default=True, help="Head epochs on the frozen backbone.")
+@click.option("--fine-tune-epochs", type=int, default=0, show_default=True,
+              help="Epochs fine-tuning the top of the backbone after the head.")
+@click.option("--fine-tune-layers", default="20", show_default=True,
+              help="Backbone layers to unfreeze from the top, or 'all'.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--val-split", type=float, default=0.2, show_default=True,
+              help="Fraction of each class held out for validation (stratified, seeded).")
+@click.option("--val-dir", type=click.Path(path_type=str), default=None,
+              help="A separate validation folder (same class sub-folders) instead of --val-split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random flip, crop, rotation, brightness and contrast while training.")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Include horizontal flips in augmentation (turn off for text, digits, asymmetric objects).")
+@click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+              help="Unreadable images: skip and list them, or stop.")
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON on stdout.")
+def train(data: str, output: str, as_json: bool, **options: Any) -> None:
+    """Train a classifier on DATA: a folder with one sub-folder per class, or a CSV of path,label."""
+    import edgetl
+
+    manifest = edgetl.train(data, output, **options)
+    if as_json:
+        _emit_json({"path": output, **manifest.to_json()})
+    else:
+        _print_run_summary(output, manifest)
+
+
+def _print_run_summary(output: str, manifest: Any) -> None:
+    metrics = manifest.metrics
+    click.echo(f"run: {output}")
+    click.echo(f"validation accuracy: {metrics['val_accuracy']:.4f} on {metrics['val_images']} images "
+               f"(best epoch {metrics['best_epoch']})")
+    width = max(len(name) for name in metrics["per_class_accuracy"])
+    for name, accuracy in metrics["per_class_accuracy"].items():
+        shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
+        click.echo(f"  {name:<{width}}  {shown}")
+    skipped = manifest.sections.get("dataset", {}).get("skipped", [])
+    if skipped:
+        click.echo(f"skipped images: {len(skipped)} (listed in {output}/manifest.json)")
+
+
+@cli.command()
+@click.option("-o", "--output", default="edgetl-demo", show_default=True, type=click.Path(path_type=str),
+              help="Folder for the demo's data and run.")
+@click.option("--epochs", type=int, default=None, help="Override the demo's training epochs (for a quick look).")
+@click.option("--json", "as_json", is_flag=True, help="Print the demo's result as JSON on stdout.")
+def demo(output: str, epochs: int | None, as_json: bool) -> None:
+    """Train on built-in handwritten digits (offline) and print the result table."""
+    from edgetl.demo import run_demo
+
+    result = run_demo(output, epochs=epochs)
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo(result["table"])
+
+
+def _not_built(name: str, issue: int, what: str) -> Callable[..., None]:
+    @cli.command(name=name, help=f"{what} (arrives with issue #{issue}; not available yet).",
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        raise NotBuiltError(f"'edgetl {name}' is not available yet: it arrives with issue #{issue} ({what}).")
+
+    return command
+
+
+_not_built("compress", 6, "Prune, cluster, QAT and PTQ with an accuracy budget")
+_not_built("export", 4, "Verified TFLite and ONNX export")
+_not_built("bench", 5, "Latency, memory and accuracy parity of exported models")
+_not_built("inspect", 4, "What is inside a .tflite/.onnx file or artifact")
+_not_built("targets", 5, "Device target profiles")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EdgetlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,103 @@
+"""TrainConfig: every option of `edgetl train`, validated once, at the boundary."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import UsageError
+
+ON_BAD_IMAGE = ("skip", "fail")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    output: Path
+    backbone: str = "mobilenet_v2"
+    alpha: float = 1.0
+    weights: str = "imagenet"  # "imagenet" | "none" | a weights file | a previous run directory
+    image_size: int | None = None  # None: the backbone's default
+    epochs: int = 5
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int | str = 20  # count of backbone layers from the top, or "all"
+    batch_size: int = 32
+    val_split: float = 0.2
+    val_dir: Path | None = None
+    seed: int = 0
+    augment: bool = True
+    flip: bool = True
+    on_bad_image: str = "skip"
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    dropout: float = 0.2
+    overwrite: bool = False
+
+    @classmethod
+    def create(cls, **options: Any) -> "TrainConfig":
+        """Build from loosely typed input (CLI or Python API), collecting every problem first."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown train option(s): {', '.join(unknown)}")
+        for key in ("data", "output", "val_dir"):
+            if options.get(key) is not None:
+                options[key] = Path(options[key])
+        if isinstance(options.get("fine_tune_layers"), str) and options["fine_tune_layers"] != "all":
+            try:
+                options["fine_tune_layers"] = int(options["fine_tune_layers"])
+            except ValueError:
+                raise UsageError("--fine-tune-layers: expected a number of layers or 'all'") from None
+        config = cls(**options)
+        problems = config.problems()
+        if problems:
+            raise UsageError("; ".join(problems))
+        return config
+
+    def problems(self) -> list[str]:
+        from edgetl.backbones import BACKBONES
+
+        found = []
+        if self.backbone not in BACKBONES:
+            found.append(f"--backbone: unknown {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if not 0 < self.alpha <= 2:
+            found.append(f"--alpha: {self.alpha} is outside (0, 2]")
+        elif self.backbone in BACKBONES and self.weights == "imagenet" and \
+                self.alpha not in BACKBONES[self.backbone].imagenet_alphas:
+            allowed = ", ".join(str(a) for a in BACKBONES[self.backbone].imagenet_alphas)
+            found.append(f"--alpha: ImageNet weights for {self.backbone} exist for alpha {allowed}; "
+                         f"pick one of those or use --weights none")
+        if self.image_size is not None and not 32 <= self.image_size <= 1024:
+            found.append(f"--image-size: {self.image_size} is outside 32..1024")
+        for name, value, low in (("--epochs", self.epochs, 0), ("--fine-tune-epochs", self.fine_tune_epochs, 0),
+                                 ("--batch-size", self.batch_size, 1)):
+            if value < low:
+                found.append(f"{name}: must be >= {low}, got {value}")
+        if self.epochs + self.fine_tune_epochs == 0:
+            found.append("--epochs and --fine-tune-epochs are both 0: nothing would be trained")
+        if isinstance(self.fine_tune_layers, int) and self.fine_tune_layers < 1:
+            found.append("--fine-tune-layers: must be >= 1 or 'all'")
+        if self.val_dir is None and not 0 < self.val_split < 1:
+            found.append(f"--val-split: must be between 0 and 1 (exclusive), got {self.val_split}")
+        if self.on_bad_image not in ON_BAD_IMAGE:
+            found.append(f"--on-bad-image: must be one of {', '.join(ON_BAD_IMAGE)}")
+        for name, value in (("learning_rate", self.learning_rate), ("fine_tune_learning_rate", self.fine_tune_learning_rate)):
+            if not value > 0:
+                found.append(f"{name}: must be > 0")
+        if not 0 <= self.dropout < 1:
+            found.append("dropout: must be in [0, 1)")
+        return found
+
+    @property
+    def resolved_image_size(self) -> int:
+        from edgetl.backbones import get_backbone
+
+        return self.image_size or get_backbone(self.backbone).default_image_size
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("data", "output", "val_dir"):
+            out[key] = None if out[key] is None else str(out[key])
+        out["image_size"] = self.resolved_image_size
+        return out

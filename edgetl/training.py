@@ -1,0 +1,240 @@
+"""`edgetl train`: feature extraction on a frozen backbone, then optional fine-tuning of its top.
+
+Phase 1 trains only the head. Phase 2 (`fine_tune_epochs`) unfreezes the top `fine_tune_layers`
+backbone layers at a lower learning rate. With pretrained weights BatchNorm stays in inference mode
+(its statistics belong to the source data); from scratch (`--weights none`) it trains normally.
+The best epoch by validation accuracy is kept. The run directory is assembled in a hidden staging
+folder and renamed into place only when complete, manifest last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl import batchnorm
+from edgetl import dataset_index as dsi
+from edgetl.backbones import get_backbone
+from edgetl.config import TrainConfig
+from edgetl.errors import InputError, UsageError
+from edgetl.manifest import MANIFEST_NAME, Manifest, fsync_dir, read_manifest, sha256_of, write_manifest
+from edgetl.model import (MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
+                          load_model, load_weights_file)
+from edgetl.pipeline import RESIZE_METHOD, find_unreadable, make_dataset
+from edgetl.progress import epoch_logger, say
+from edgetl.tf_env import keras, versions
+
+LABELS_FILE = "labels.txt"
+
+
+def run_training(config: TrainConfig) -> Manifest:
+    started = time.perf_counter()
+    _check_output(config)
+    spec = get_backbone(config.backbone)
+    image_size = config.resolved_image_size
+
+    train_index, val_index, full = _load_data(config)
+    say(f"data: {len(full.paths)} images, {len(full.classes)} classes, {len(full.skipped)} skipped; "
+        f"train {len(train_index.paths)} / val {len(val_index.paths)}")
+
+    keras().utils.set_random_seed(config.seed)
+    model = build_classifier(spec, image_size, config.alpha, len(full.classes),
+                             imagenet=config.weights == "imagenet", dropout=config.dropout)
+    source = _load_source_weights(model, config)
+    pretrained = config.weights != "none"
+
+    def dataset(index: dsi.DatasetIndex, training: bool) -> Any:
+        return make_dataset(index.paths, index.labels, image_size=image_size, batch_size=config.batch_size,
+                            preprocessing=spec.preprocessing, training=training, seed=config.seed,
+                            augment=config.augment, flip=config.flip)
+
+    train_ds, val_ds = dataset(train_index, True), dataset(val_index, False)
+    calibration_ds = dataset(train_index, False)  # un-augmented, for BatchNorm statistics
+    history: list[dict[str, Any]] = []
+    best = _BestWeights()
+    total = config.epochs + config.fine_tune_epochs
+    layers = backbone_layers(model)
+    if config.epochs:
+        for layer in layers:
+            layer.trainable = False
+        if not pretrained:
+            say("warning: --weights none with a frozen backbone trains the head on random features; "
+                "add --fine-tune-epochs with --fine-tune-layers all, or start from pretrained weights")
+        _fit(model, train_ds, val_ds, calibration_ds, config.learning_rate, 0, config.epochs, "head", total,
+             history, best)
+    if config.fine_tune_epochs:
+        count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
+        for i, layer in enumerate(layers):
+            is_bn = isinstance(layer, keras().layers.BatchNormalization)
+            layer.trainable = i >= len(layers) - count and not (is_bn and pretrained)
+        say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
+            f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
+        _fit(model, train_ds, val_ds, calibration_ds, config.fine_tune_learning_rate, config.epochs,
+             config.fine_tune_epochs, "fine-tune", total, history, best)
+    model.set_weights(best.weights)
+    metrics = _evaluate(model, val_ds, full.classes, best)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    say(f"best epoch {best.epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
+
+    sections = {
+        "backbone": spec.to_json(image_size, config.alpha) | {"resize": RESIZE_METHOD},
+        "dataset": full.summary() | {
+            "classes": list(full.classes),
+            "split": ({"method": "val_dir", "val_dir": str(config.val_dir)} if config.val_dir else
+                      {"method": "stratified", "val_split": config.val_split, "seed": config.seed}),
+            "train_counts": train_index.counts(), "val_counts": val_index.counts(),
+            "train_fingerprint": train_index.fingerprint(), "val_fingerprint": val_index.fingerprint()},
+        "weights": source,
+        "history": history,
+    }
+    manifest = Manifest(kind="run", files={}, options=config.to_json(),
+                        metrics=metrics, versions=versions(), parent=source.get("parent"), sections=sections)
+    return _write_run(config, model, full.classes, manifest)
+
+
+def _check_output(config: TrainConfig) -> None:
+    out = config.output
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        what = "an edgetl run" if (out / MANIFEST_NAME).exists() else "a non-empty directory"
+        raise UsageError(f"-o {out}: is {what}; choose another output or pass --overwrite")
+    if out.resolve() == config.data.resolve() or config.data.resolve() in out.resolve().parents:
+        raise UsageError(f"-o {out}: must not be inside DATA ({config.data})")
+
+
+def _load_data(config: TrainConfig) -> tuple[dsi.DatasetIndex, dsi.DatasetIndex, dsi.DatasetIndex]:
+    full = dsi.index_data(config.data)
+    dsi.check_trainable(full)  # before decoding anything: fail fast on one class or no images
+    val_full = dsi.index_folder(config.val_dir, classes=full.classes) if config.val_dir else None
+    say(f"checking {len(full.paths) + (len(val_full.paths) if val_full else 0)} images ...")
+    bad = find_unreadable(full.paths + (val_full.paths if val_full else ()))
+    if bad and config.on_bad_image == "fail":
+        listed = "; ".join(f"{p}: {r}" for p, r in sorted(bad.items())[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise InputError(f"{len(bad)} unreadable image(s): {listed}{more}; fix or remove them, "
+                         f"or pass --on-bad-image skip")
+    for path, reason in sorted(bad.items()):
+        say(f"skipped {path}: {reason}")
+    train_paths = set(full.paths)
+    full = full.without({p: r for p, r in bad.items() if p in train_paths})
+    dsi.check_trainable(full)
+    if val_full is None:
+        train, val = dsi.stratified_split(full, config.val_split, config.seed)
+    else:
+        val = val_full.without({p: r for p, r in bad.items() if p not in train_paths})
+        train = full
+        full = dataclasses.replace(full, skipped=full.skipped + val.skipped)
+    if not val.paths:
+        where = f"--val-dir {config.val_dir}" if config.val_dir else f"{config.data}"
+        raise InputError(f"{where}: no validation images; add images or use --val-dir")
+    return train, val, full
+
+
+def _load_source_weights(model: Any, config: TrainConfig) -> dict[str, Any]:
+    """Apply --weights; return what was loaded (and the parent run, for chained transfer)."""
+    if config.weights in ("imagenet", "none"):
+        return {"source": config.weights}
+    path = Path(config.weights)
+    if not path.exists():
+        raise InputError(f"--weights {path}: no such file or directory; use imagenet, none, a .h5/.keras file "
+                         f"or a previous run directory")
+    layers = backbone_layers(model)
+    if path.is_dir():
+        parent = read_manifest(path)
+        if parent.kind != "run":
+            raise InputError(f"--weights {path}: is an edgetl {parent.kind}, not a run")
+        source_backbone = parent.sections.get("backbone", {})
+        if source_backbone.get("name") != config.backbone or source_backbone.get("alpha") != config.alpha:
+            raise UsageError(f"--weights {path}: that run is {source_backbone.get('name')} alpha "
+                             f"{source_backbone.get('alpha')}; train with the same --backbone and --alpha")
+        loaded = copy_matching_weights(load_model(path / MODEL_FILE), layers)
+        parent_ref = {"path": str(path.resolve()), "manifest_sha256": sha256_of(path / MANIFEST_NAME)}
+        result = {"source": "run", "path": str(path.resolve()), "layers_loaded": loaded, "parent": parent_ref}
+    else:
+        loaded = load_weights_file(model, path)
+        result = {"source": "file", "path": str(path.resolve()), "sha256": sha256_of(path), "layers_loaded": loaded}
+    if loaded == 0:
+        raise InputError(f"--weights {path}: no layer matches the {config.backbone} backbone by name and shape")
+    weighted = sum(1 for layer in layers if layer.weights)
+    say(f"loaded weights for {loaded} of {weighted} backbone layers from {path}")
+    return result
+
+
+class _BestWeights:
+    """Keeps the weights of the epoch with the best validation accuracy (first best wins ties)."""
+
+    def __init__(self) -> None:
+        self.accuracy, self.epoch, self.weights = -1.0, 0, None
+
+    def update(self, model: Any, accuracy: float, epoch: int) -> None:
+        if accuracy > self.accuracy:
+            self.accuracy, self.epoch, self.weights = accuracy, epoch, model.get_weights()
+
+
+def _fit(model: Any, train_ds: Any, val_ds: Any, calibration_ds: Any, learning_rate: float, first_epoch: int,
+         epochs: int, phase: str, total: int, history: list[dict[str, Any]], best: _BestWeights) -> None:
+    k = keras()
+    # Cosine decay to zero: large steps early, and weights that settle at the end.
+    schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * len(train_ds)))
+    model.compile(optimizer=k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    say(f"{phase}: {epochs} epoch(s), learning rate {learning_rate:g} with cosine decay, "
+        f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
+
+    class ValidateAndTrackBest(k.callbacks.Callback):
+        """Validation runs here, after BatchNorm recalibration, rather than inside fit()."""
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            batchnorm.recalibrate(self.model, calibration_ds)
+            val_loss, val_accuracy = self.model.evaluate(val_ds, verbose=0)
+            if logs is not None:
+                logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
+            best.update(self.model, float(val_accuracy), first_epoch + epoch + 1)
+
+    model.fit(train_ds, epochs=epochs, verbose=0,
+              callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, total, history)])
+
+
+def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: _BestWeights) -> dict[str, Any]:
+    labels, predicted = [], []
+    for images, batch_labels in val_ds:
+        predicted.append(np.argmax(model(images, training=False).numpy(), axis=1))
+        labels.append(batch_labels.numpy())
+    y, p = np.concatenate(labels), np.concatenate(predicted)
+    per_class = {name: (round(float(np.mean(p[y == i] == i)), 4) if np.any(y == i) else None)
+                 for i, name in enumerate(classes)}
+    return {"val_accuracy": round(float(np.mean(p == y)), 4), "val_images": int(len(y)),
+            "best_epoch": best.epoch, "per_class_accuracy": per_class}
+
+
+def _write_run(config: TrainConfig, model: Any, classes: tuple[str, ...], manifest: Manifest) -> Manifest:
+    out = config.output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for layer in model.layers:  # a run is saved fully trainable; stages choose what to freeze
+            layer.trainable = True
+        model.save(str(staging / MODEL_FILE))
+        (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
+        written = write_manifest(staging, manifest, [MODEL_FILE, LABELS_FILE])
+        fsync_dir(staging)
+        if out.exists():
+            trash = out.parent / f".{out.name}.old"
+            shutil.rmtree(trash, ignore_errors=True)
+            out.rename(trash)
+            shutil.rmtree(trash)
+        staging.rename(out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"wrote {out}/ ({MODEL_FILE}, {LABELS_FILE}, {MANIFEST_NAME})")
+    return written
