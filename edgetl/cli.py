@@ -102,6 +102,51 @@ def demo(output: str, epochs: int | None, as_json: bool) -> None:
         click.echo(result["table"])
 
 
+@cli.command()
+@click.argument("run", type=click.Path(path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), required=True)
+@click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic", "int8"]), default="none", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=str), default=None,
+              help="Artifact directory [default: RUN/artifacts/<format>-<mode>].")
+@click.option("--io-dtype", type=click.Choice(["float32", "int8", "uint8"]), default="float32", show_default=True,
+              help="Input/output tensor type of an int8 TFLite model (uint8 for Edge TPU-style clients).")
+@click.option("--calibration-size", type=int, default=200, show_default=True,
+              help="Representative training images for int8 calibration, stratified by class.")
+@click.option("--verify-size", type=int, default=64, show_default=True,
+              help="Validation images the exported file is compared with the Keras model on.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--nchw", is_flag=True, help="ONNX: take NCHW input (a Transpose in front of the NHWC graph).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the artifact's manifest as JSON on stdout.")
+def export(run: str, fmt: str, output: str | None, as_json: bool, **options: Any) -> None:
+    """Convert a training RUN to one verified TFLite or ONNX artifact."""
+    from edgetl.export import export_run
+
+    manifest = export_run(run, output, format=fmt, **options)
+    if as_json:
+        _emit_json(manifest.to_json())
+        return
+    numbers = manifest.metrics
+    click.echo(f"artifact: {manifest.sections['artifact']['variant']} ({numbers['bytes']:,} bytes)")
+    click.echo(f"verified on {numbers['images']} validation images: top-1 agreement {numbers['top1_agreement']:.4f}, "
+               f"max |diff| {numbers['max_abs_diff']:.2e}, accuracy {numbers['accuracy']:.4f} "
+               f"(Keras {numbers['reference_accuracy']:.4f})")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON on stdout.")
+def inspect(path: str, as_json: bool) -> None:
+    """Show what is inside a .tflite/.onnx file or an artifact directory."""
+    from edgetl.inspect_report import inspect_path, render_text
+
+    report = inspect_path(path)
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(render_text(report))
+
+
 def _not_built(name: str, issue: int, what: str) -> Callable[..., None]:
     @cli.command(name=name, help=f"{what} (arrives with issue #{issue}; not available yet).",
                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -113,9 +158,7 @@ def _not_built(name: str, issue: int, what: str) -> Callable[..., None]:
 
 
 _not_built("compress", 6, "Prune, cluster, QAT and PTQ with an accuracy budget")
-_not_built("export", 4, "Verified TFLite and ONNX export")
 _not_built("bench", 5, "Latency, memory and accuracy parity of exported models")
-_not_built("inspect", 4, "What is inside a .tflite/.onnx file or artifact")
 _not_built("targets", 5, "Device target profiles")
 
 

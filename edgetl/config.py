@@ -97,7 +97,7 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("data", "output", "val_dir"):
-            out[key] = None if out[key] is None else str(out[key])
+        for key in ("data", "output", "val_dir"):  # absolute, so later stages work from any directory
+            out[key] = None if out[key] is None else str(Path(out[key]).resolve())
         out["image_size"] = self.resolved_image_size
         return out

@@ -18,6 +18,7 @@ from edgetl.tf_env import keras
 
 HEAD_PREFIX = "head_"
 MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.txt"
 
 
 def build_classifier(spec: BackboneSpec, image_size: int, alpha: float, num_classes: int, *,

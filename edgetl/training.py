@@ -10,7 +10,6 @@ folder and renamed into place only when complete, manifest last.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,14 @@ from edgetl import dataset_index as dsi
 from edgetl.backbones import get_backbone
 from edgetl.config import TrainConfig
 from edgetl.errors import InputError, UsageError
-from edgetl.manifest import MANIFEST_NAME, Manifest, fsync_dir, read_manifest, sha256_of, write_manifest
-from edgetl.model import (MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
+from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
+from edgetl.model import (LABELS_FILE, MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
                           load_model, load_weights_file)
 from edgetl.pipeline import RESIZE_METHOD, find_unreadable, make_dataset
 from edgetl.progress import epoch_logger, say
+from edgetl.staging import staged_directory
 from edgetl.tf_env import keras, versions
 
-LABELS_FILE = "labels.txt"
 
 
 def run_training(config: TrainConfig) -> Manifest:
@@ -214,27 +213,11 @@ def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: _BestWeig
 
 
 def _write_run(config: TrainConfig, model: Any, classes: tuple[str, ...], manifest: Manifest) -> Manifest:
-    out = config.output
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        for layer in model.layers:  # a run is saved fully trainable; stages choose what to freeze
+    with staged_directory(config.output) as staging:
+        for layer in model.layers:  # a run is saved fully trainable; later stages choose what to freeze
             layer.trainable = True
         model.save(str(staging / MODEL_FILE))
         (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
         written = write_manifest(staging, manifest, [MODEL_FILE, LABELS_FILE])
-        fsync_dir(staging)
-        if out.exists():
-            trash = out.parent / f".{out.name}.old"
-            shutil.rmtree(trash, ignore_errors=True)
-            out.rename(trash)
-            shutil.rmtree(trash)
-        staging.rename(out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    say(f"wrote {out}/ ({MODEL_FILE}, {LABELS_FILE}, {MANIFEST_NAME})")
+    say(f"wrote {config.output}/ ({MODEL_FILE}, {LABELS_FILE}, {MANIFEST_NAME})")
     return written

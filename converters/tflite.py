@@ -1,0 +1,58 @@
+"""Keras -> TFLite with the TFLite converter: float32, float16 weights, dynamic-range or full int8.
+
+The model is traced as a concrete function with a fixed batch of 1 (what edge apps feed) and an
+input named "image". int8 is full-integer: only int8 kernels are allowed (TFLITE_BUILTINS_INT8), so
+the converter fails rather than silently leaving float ops; weights are per-channel; activations are
+calibrated on representative images from the run's training split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgetl.converters.base import ConversionInput, ExportOptions
+from edgetl.errors import CheckFailedError
+from edgetl.tf_env import tf
+
+
+class KerasToTFLite:
+    format = "tflite"
+    suffix = ".tflite"
+
+    def check(self, options: ExportOptions) -> list[str]:
+        return []
+
+    def convert(self, source: ConversionInput, options: ExportOptions, out: Path) -> dict[str, Any]:
+        t = tf()
+        model = source.model
+        spec = t.TensorSpec([1, source.image_size, source.image_size, 3], t.float32, name="image")
+        function = t.function(lambda image: {"probability": model(image, training=False)}, input_signature=[spec],
+                              autograph=False)
+        converter = t.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+        if options.quantize != "none":
+            converter.optimizations = [t.lite.Optimize.DEFAULT]
+        if options.quantize == "fp16":
+            converter.target_spec.supported_types = [t.float16]
+        elif options.quantize == "int8":
+            converter.representative_dataset = lambda: _representative(source.calibration)
+            converter.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_type = {"float32": t.float32, "int8": t.int8, "uint8": t.uint8}[options.io_dtype]
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+        try:
+            flatbuffer = converter.convert()
+        except Exception as exc:  # the converter raises ConverterError and plain Exceptions alike
+            raise CheckFailedError(f"TFLite conversion ({options.quantize}) failed: {str(exc).splitlines()[0]}") from exc
+        out.write_bytes(flatbuffer)
+        facts: dict[str, Any] = {"converter": "tf.lite.TFLiteConverter", "batch": 1}
+        if options.quantize == "int8":
+            facts["calibration_images"] = int(len(source.calibration))
+        return facts
+
+
+def _representative(images: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for image in images:
+        yield [image[None].astype(np.float32)]

@@ -1,0 +1,155 @@
+"""`edgetl export`: one conversion of a run to TFLite or ONNX, with metadata, verified, as an artifact.
+
+RUN/artifacts/<format>-<mode>/ holds the model file, labels.txt and a manifest with the parent run's
+hash, the options, the representative-data fingerprint and every verification number. A file that
+fails verification is not published as an artifact: it is kept beside it under a hidden
+`.<name>.rejected/` folder, with no manifest, for inspection, and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.converters import get_converter
+from edgetl.converters.base import ConversionInput, ExportOptions
+from edgetl.errors import CheckFailedError, UsageError
+from edgetl.inspection import inspect_model
+from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from edgetl.model import LABELS_FILE
+from edgetl.progress import say
+from edgetl.run_dir import Run, load_images
+from edgetl.staging import staged_directory
+from edgetl.targets import open_session
+from edgetl.verification import TOLERANCES, agreement, numeric_problems, structure_problems
+
+
+def export_run(run_path: str | Path, output: str | Path | None = None, **options: Any) -> Manifest:
+    export_options = ExportOptions(**options)
+    problems = export_options.problems()
+    converter = get_converter(export_options.format) if not problems else None
+    problems += converter.check(export_options) if converter else []
+    if problems:
+        raise UsageError("; ".join(problems))
+    run = Run.open(run_path)
+    target = Path(output) if output else run.path / "artifacts" / export_options.variant
+    if target.exists() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
+        raise UsageError(f"-o {target}: exists and is not an edgetl artifact; choose another path")
+    model_name = f"model{converter.suffix}"
+    calibration = None
+    calibration_info: dict[str, Any] = {}
+    if export_options.quantize == "int8":
+        paths, _ = run.sample("train", export_options.calibration_size, export_options.seed)
+        say(f"calibrating on {len(paths)} training images (stratified by class)")
+        calibration = load_images(paths, run.image_size, run.preprocessing)
+        calibration_info = {"images": len(paths), "split": "train", "stratified": True,
+                            "fingerprint": _fingerprint(paths)}
+    source = ConversionInput(run.model, run.image_size, run.labels, calibration)
+    with staged_directory(target) as staging:
+        say(f"converting {run.path} to {export_options.format} ({export_options.quantize})")
+        facts = converter.convert(source, export_options, staging / model_name)
+        _add_metadata(staging / model_name, run, export_options)
+        shutil.copyfile(run.path / LABELS_FILE, staging / LABELS_FILE)
+        verification = _verify(staging / model_name, run, export_options)
+        if verification["problems"]:
+            rejected = target.parent / f".{target.name}.rejected"
+            shutil.rmtree(rejected, ignore_errors=True)
+            (staging / "verification.json").write_text(json.dumps(verification, indent=2))
+            shutil.copytree(staging, rejected)
+            raise CheckFailedError(f"{export_options.variant} failed verification (file kept in {rejected}): "
+                                   + "; ".join(verification["problems"]))
+        manifest = Manifest(
+            kind="artifact", files={}, options=dataclasses.asdict(export_options),
+            metrics=verification["numbers"], versions=_versions(), parent=run.reference(),
+            sections={"artifact": {"format": export_options.format, "quantize": export_options.quantize,
+                                   "model_file": model_name, "variant": export_options.variant},
+                      "conversion": facts, "calibration": calibration_info,
+                      "verification": {k: v for k, v in verification.items() if k != "numbers"},
+                      "backbone": run.manifest.sections["backbone"], "labels": run.labels})
+        written = write_manifest(staging, manifest, [model_name, LABELS_FILE])
+    say(f"wrote {target}/ ({model_name}: {written.files[model_name].bytes:,} bytes, "
+        f"top-1 agreement {verification['numbers']['top1_agreement']:.3f})")
+    return written
+
+
+def _fingerprint(paths: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(paths)).encode(errors="surrogateescape")).hexdigest()
+
+
+def _add_metadata(path: Path, run: Run, options: ExportOptions) -> None:
+    backbone = run.manifest.sections["backbone"]
+    description = (f"{backbone['name']} alpha {backbone['alpha']} image classifier, {len(run.labels)} classes, "
+                   f"{options.quantize} ({options.format}), made by edgetl")
+    if options.format == "tflite":
+        from edgetl import __version__
+        from edgetl.converters.tflite_metadata import add_metadata
+
+        low, high = run.preprocessing.input_range
+        path.write_bytes(add_metadata(path.read_bytes(), name=f"edgetl {backbone['name']}", version=__version__,
+                                      description=description, mean=list(run.preprocessing.mean),
+                                      std=list(run.preprocessing.std), labels=run.labels,
+                                      input_min=low, input_max=high))
+    else:
+        import onnx
+
+        model = onnx.load(str(path))
+        props = {"labels": json.dumps(run.labels), "preprocessing": json.dumps(backbone["preprocessing"]),
+                 "layout": "NCHW" if options.nchw else "NHWC", "description": description,
+                 "edgetl_parent": json.dumps(run.reference()), "edgetl_options": json.dumps(dataclasses.asdict(options))}
+        del model.metadata_props[:]
+        for key, value in props.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(path))
+
+
+def _verify(path: Path, run: Run, options: ExportOptions) -> dict[str, Any]:
+    problems: list[str] = []
+    info = inspect_model(path)
+    problems += structure_problems(info, options, run.image_size, len(run.labels))
+    if options.format == "onnx":
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as exc:  # onnx raises ValidationError and InferenceError
+            problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
+    paths, labels = run.sample("val", options.verify_size, options.seed)
+    images = load_images(paths, run.image_size, run.preprocessing)
+    reference = run.model.predict(images, verbose=0, batch_size=64)
+    session = open_session(path)
+    feed = images.transpose(0, 3, 1, 2) if options.nchw else images
+    numbers = agreement(reference, session.predict(np.ascontiguousarray(feed)), np.asarray(labels))
+    numbers["bytes"] = path.stat().st_size
+    problems += numeric_problems(numbers, options.quantize)
+    return {"problems": problems, "numbers": numbers, "tolerances": TOLERANCES[options.quantize],
+            "runtime": session.runtime, "op_histogram": info["op_histogram"],
+            "inputs": info["inputs"], "outputs": info["outputs"]}
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from edgetl.tf_env import versions
+
+    out = versions()
+    for dist in ("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+def read_artifact(path: Path) -> Manifest:
+    """Load an artifact directory's manifest, verifying its files."""
+    manifest = read_manifest(path)
+    if manifest.kind != "artifact":
+        raise UsageError(f"{path}: is an edgetl {manifest.kind}, not an export artifact")
+    return manifest

@@ -1,0 +1,43 @@
+"""LiteRT (`ai_edge_litert`), the edge runtime for .tflite files. XNNPACK is its default CPU delegate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.errors import InputError
+from edgetl.targets.base import TensorInfo, dequantize, quantize
+
+
+def _info(detail: dict) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(name=detail["name"], shape=tuple(int(d) for d in detail["shape"]),
+                      dtype=np.dtype(detail["dtype"]).name, scale=float(scale), zero_point=int(zero_point))
+
+
+class LiteRTSession:
+    runtime = "litert"
+
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"{path}: LiteRT cannot load this model ({str(exc).splitlines()[0]})") from exc
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self.inputs = [_info(d) for d in self.interpreter.get_input_details()]
+        self.outputs = [_info(d) for d in self.interpreter.get_output_details()]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        index = self._input["index"]
+        shape = [len(images), *self._input["shape"][1:]]
+        if list(self.interpreter.get_input_details()[0]["shape"]) != shape:  # models are exported with batch 1
+            self.interpreter.resize_tensor_input(index, shape)
+            self.interpreter.allocate_tensors()
+        self.interpreter.set_tensor(index, quantize(images, self.inputs[0]))
+        self.interpreter.invoke()
+        return dequantize(self.interpreter.get_tensor(self._output["index"]), self.outputs[0])
