@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -147,6 +148,68 @@ def inspect(path: str, as_json: bool) -> None:
         click.echo(render_text(report))
 
 
+def _thread_list(ctx: Any, param: Any, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected comma-separated thread counts, e.g. 1,2") from None
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Labelled images (one sub-folder per class) [default: the run's validation split].")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Class names, one per line, for bare files without label metadata.")
+@click.option("--mean", type=float, default=None, help="Input normalization for bare files: (pixel - mean) / std.")
+@click.option("--std", type=float, default=None)
+@click.option("--threads", default="1,2", show_default=True, callback=_thread_list, help="Thread counts to time.")
+@click.option("--runs", "min_runs", type=int, default=50, show_default=True, help="Minimum timed runs.")
+@click.option("--min-time", "min_seconds", type=float, default=1.0, show_default=True,
+              help="Minimum timed seconds per measurement.")
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--throughput-batch", type=int, default=8, show_default=True)
+@click.option("--target", "targets", multiple=True, default=["x86-cpu"], show_default=True,
+              help="Target profile(s) to check against and recommend for (see `edgetl targets`).")
+@click.option("--max-accuracy-drop", type=float, default=None, help="Gate: max accuracy drop vs float, in points.")
+@click.option("--min-agreement", type=float, default=None, help="Gate: min top-1 agreement with float (0-1).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder [default: RUN/bench, or ./edgetl-bench for bare files].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **options: Any) -> None:
+    """Latency, memory and accuracy parity of every exported model: a run, artifacts or .tflite/.onnx files."""
+    from edgetl.bench import BenchOptions, run_bench
+    from edgetl.report_render import render_markdown
+
+    report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(render_markdown(report))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the profile(s) as JSON on stdout.")
+def targets(name: str | None, as_json: bool) -> None:
+    """List the device target profiles, or show one."""
+    import dataclasses
+
+    from edgetl.targets.profiles import list_profiles, load_profile
+
+    profiles = [load_profile(name)] if name else list_profiles()
+    if as_json:
+        docs = [dataclasses.asdict(p) for p in profiles]
+        _emit_json(docs[0] if name else docs)
+        return
+    for profile in profiles:
+        if name:
+            for key, value in dataclasses.asdict(profile).items():
+                click.echo(f"{key:<20} {value}")
+        else:
+            click.echo(f"{profile.name:<11} {profile.runtime:<12} {','.join(profile.quantization):<22} {profile.description}")
+
+
 def _not_built(name: str, issue: int, what: str) -> Callable[..., None]:
     @cli.command(name=name, help=f"{what} (arrives with issue #{issue}; not available yet).",
                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -158,8 +221,6 @@ def _not_built(name: str, issue: int, what: str) -> Callable[..., None]:
 
 
 _not_built("compress", 6, "Prune, cluster, QAT and PTQ with an accuracy budget")
-_not_built("bench", 5, "Latency, memory and accuracy parity of exported models")
-_not_built("targets", 5, "Device target profiles")
 
 
 def main() -> None:

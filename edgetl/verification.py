@@ -8,8 +8,10 @@ Tolerances, per mode, and why:
   Softmax outputs lie in [0, 1]; 1e-4 absolute leaves two orders of magnitude above the ~1e-6 such
   reordering gives, yet catches any real graph difference (a wrong op, a missing layer).
 - fp16: weights rounded to 11 significant bits: predictions almost never flip; small probability drift.
-- dynamic: int8 weights in the quantized ops only: like fp16, slightly looser.
 - int8: every weight and activation on a 256-level grid: a few near-tie predictions may flip.
+- dynamic: TFLite's hybrid kernels keep activations float (error close to fp16), but ONNX Runtime's
+  dynamic mode quantizes activations too, per tensor at run time: as lossy as int8. One tolerance
+  per mode, so dynamic gets int8's.
 Agreement is the share of images with the same top-1 class as the Keras model.
 """
 
@@ -25,7 +27,7 @@ from edgetl.inspection import ONNX_WEIGHT_OPS, TFLITE_WEIGHT_OPS
 TOLERANCES: dict[str, dict[str, float]] = {
     "none": {"max_abs_diff": 1e-4},
     "fp16": {"min_agreement": 0.98, "max_mean_abs_diff": 0.01},
-    "dynamic": {"min_agreement": 0.95, "max_mean_abs_diff": 0.02},
+    "dynamic": {"min_agreement": 0.90, "max_mean_abs_diff": 0.05},
     "int8": {"min_agreement": 0.90, "max_mean_abs_diff": 0.05},
 }
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -102,7 +104,7 @@ def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, clas
         if "float16" not in info["initializer_dtypes"]:
             found.append("fp16 export holds no float16 weights")
     elif options.quantize == "dynamic":
-        if not any(op["op"] in ("MatMulInteger", "DynamicQuantizeLinear") for op in info["ops"]):
+        if not any(op["op"] in ("ConvInteger", "MatMulInteger") for op in info["ops"]):
             found.append("dynamic export has no dynamically quantized ops")
     elif {"int8", "uint8", "float16"} & set(info["initializer_dtypes"]):
         found.append("float export contains quantized or float16 weights")

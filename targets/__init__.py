@@ -26,3 +26,40 @@ def open_session(path: Path, **options: Any) -> Any:
 
         return OnnxRuntimeSession(path, **options)
     raise InputError(f"{path}: unknown model type; expected .tflite or .onnx")
+
+
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def runtime_availability() -> dict[str, dict[str, Any]]:
+    """Each runtime edgetl can use here, and if it cannot, why (never an exception)."""
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+
+        found["litert"] = {"unavailable": None}
+    except ImportError as exc:
+        found["litert"] = {"unavailable": f"ai-edge-litert is not installed ({exc}); pip install ai-edge-litert"}
+    try:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+        found["onnxruntime"] = {"unavailable": None, "providers": providers}
+        for provider in GPU_PROVIDERS:
+            if provider not in providers:
+                reason = (f"{provider} not in this onnxruntime build ({', '.join(providers)}); "
+                          f"install onnxruntime-gpu on a machine with an NVIDIA GPU")
+            elif not _nvidia_gpu_present():
+                reason = f"{provider} is built in, but no NVIDIA GPU is visible"
+            else:
+                reason = None
+            found[f"onnxruntime:{provider}"] = {"unavailable": reason}
+    except ImportError as exc:
+        found["onnxruntime"] = {"unavailable": f"onnxruntime is not installed ({exc}); pip install onnxruntime"}
+    return found
+
+
+def _nvidia_gpu_present() -> bool:
+    import os
+
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")

@@ -8,7 +8,7 @@ float probabilities.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -29,6 +29,9 @@ class Session(Protocol):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Normalized float32 NHWC batch -> float32 outputs of the first output tensor, one row per image."""
+
+    def prepare(self, images: np.ndarray) -> Callable[[], None]:
+        """Set `images` as the input once; return a call that runs one inference on it."""
 
 
 def quantize(values: np.ndarray, info: TensorInfo) -> np.ndarray:

@@ -47,3 +47,28 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 # The smallest settings that still train a real MobileNet end to end.
 TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 32, "weights": "none", "epochs": 1,
         "batch_size": 8, "augment": False, "seed": 0}
+
+MODES = ["none", "fp16", "dynamic", "int8"]
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """A small model that really learned (confident predictions), so quantization agreement means something."""
+    import edgetl
+
+    root = tmp_path_factory.mktemp("trained-run")
+    data = write_image_folder(root / "data", classes=3, per_class=30)
+    manifest = edgetl.train(str(data), str(root / "run"),
+                            **TINY | {"epochs": 0, "fine_tune_epochs": 20, "fine_tune_layers": "all",
+                                      "fine_tune_learning_rate": 2e-3, "batch_size": 16})
+    assert manifest.metrics["val_accuracy"] >= 0.8, "the fixture model should have learned its easy task"
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def exported(run):
+    """All eight format x mode artifacts of `run`."""
+    from edgetl.export import export_run
+
+    return {(fmt, mode): export_run(run, format=fmt, quantize=mode, calibration_size=24, verify_size=24)
+            for fmt in ("tflite", "onnx") for mode in MODES}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-import edgetl
 from edgetl.converters.base import ExportOptions
 from edgetl.errors import CheckFailedError, InputError, UsageError
 from edgetl.export import _verify, export_run
@@ -15,27 +14,7 @@ from edgetl.inspection import inspect_model
 from edgetl.manifest import read_manifest, sha256_of
 from edgetl.run_dir import Run
 from edgetl.verification import structure_problems
-from tests.conftest import TINY, run_cli, write_image_folder
-
-MODES = ["none", "fp16", "dynamic", "int8"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A small model that really learned (confident predictions), so quantization agreement means something."""
-    root = tmp_path_factory.mktemp("export")
-    data = write_image_folder(root / "data", classes=3, per_class=30)
-    manifest = edgetl.train(str(data), str(root / "run"),
-                            **TINY | {"epochs": 0, "fine_tune_epochs": 20, "fine_tune_layers": "all",
-                                      "fine_tune_learning_rate": 2e-3, "batch_size": 16})
-    assert manifest.metrics["val_accuracy"] >= 0.8, "the fixture model should have learned its easy task"
-    return root / "run"
-
-
-@pytest.fixture(scope="module")
-def exported(run):
-    return {(fmt, mode): export_run(run, format=fmt, quantize=mode, calibration_size=24, verify_size=24)
-            for fmt in ("tflite", "onnx") for mode in MODES}
+from tests.conftest import MODES, run_cli
 
 
 @pytest.mark.slow

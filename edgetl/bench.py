@@ -1,0 +1,300 @@
+"""`edgetl bench`: run every exported model against the float model on labelled images.
+
+For each artifact: accuracy parity with the Keras model (same images, same preprocessing), latency
+in a fresh process per artifact (p50/p90/p99 per thread count, batch throughput, peak RSS), target
+checks, and a gate. The reports (json, md, html) are written before a failed gate exits 1, and end
+with a recommendation per target: the fastest artifact that passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl import dataset_index as dsi
+from edgetl.backbones.spec import Preprocessing
+from edgetl.errors import CheckFailedError, InputError, UsageError
+from edgetl.manifest import MANIFEST_NAME, now_utc, read_manifest, write_bytes_atomic
+from edgetl.progress import say
+from edgetl.run_dir import Run, load_images
+
+RUNTIME_OF_FORMAT = {".tflite": "litert", ".onnx": "onnxruntime"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    threads: tuple[int, ...] = (1, 2)
+    min_runs: int = 50
+    warmup: int = 5
+    min_seconds: float = 1.0
+    throughput_batch: int = 8
+    data: Path | None = None
+    labels: Path | None = None
+    mean: float | None = None
+    std: float | None = None
+    max_accuracy_drop: float | None = None
+    min_agreement: float | None = None
+    targets: tuple[str, ...] = ("x86-cpu",)
+    out: Path | None = None
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.threads or min(self.threads) < 1:
+            found.append("--threads: give positive thread counts, e.g. 1,2")
+        if self.min_runs < 1 or self.warmup < 0 or self.min_seconds < 0:
+            found.append("--runs must be >= 1, --warmup and --min-time >= 0")
+        if self.throughput_batch < 1:
+            found.append("--throughput-batch must be >= 1")
+        if (self.mean is None) != (self.std is None):
+            found.append("--mean and --std go together")
+        return found
+
+
+@dataclasses.dataclass
+class Entry:
+    """One model file to benchmark, with what is known about it."""
+
+    name: str
+    path: Path
+    run: Run | None
+    labels: list[str]
+    preprocessing: Preprocessing
+    image_size: int
+    quantize: str
+
+
+def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
+    entries: list[Entry] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            manifest = read_manifest(path)  # integrity first: a tampered artifact is never measured
+            if manifest.kind == "run":
+                run = Run.open(path)
+                artifacts = sorted(p for p in (path / "artifacts").glob("*") if (p / MANIFEST_NAME).is_file())
+                if not artifacts:
+                    raise InputError(f"{path}: this run has no artifacts; run `edgetl export` (or compress) first")
+                entries += [_artifact_entry(a, run) for a in artifacts]
+            else:
+                entries.append(_artifact_entry(path, None))
+        elif path.is_file():
+            entries.append(_bare_entry(path, options))
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    names = [e.name for e in entries]
+    for i, entry in enumerate(entries):  # keep names unique in the report
+        if names.count(entry.name) > 1:
+            entry.name = f"{entry.name}#{i + 1}"
+    return entries
+
+
+def _artifact_entry(folder: Path, run: Run | None) -> Entry:
+    manifest = read_manifest(folder)
+    if manifest.kind != "artifact":
+        raise InputError(f"{folder}: is an edgetl {manifest.kind}, not an artifact")
+    if run is None and manifest.parent and Path(manifest.parent["path"]).is_dir():
+        run = Run.open(manifest.parent["path"])
+    model_file = manifest.sections["artifact"]["model_file"]
+    contract = manifest.sections["backbone"]["preprocessing"]
+    return Entry(name=manifest.sections["artifact"]["variant"], path=folder / model_file, run=run,
+                 labels=list(manifest.sections["labels"]),
+                 preprocessing=Preprocessing(tuple(contract["mean"]), tuple(contract["std"])),
+                 image_size=int(manifest.sections["backbone"]["image_size"]),
+                 quantize=manifest.sections["artifact"]["quantize"])
+
+
+def _bare_entry(path: Path, options: BenchOptions) -> Entry:
+    from edgetl.inspection import inspect_model
+
+    info = inspect_model(path)
+    labels, mean, std = _labels_and_normalization(info)
+    if options.labels:
+        labels = [line for line in options.labels.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if options.mean is not None:
+        mean, std = [options.mean], [options.std]
+    if not labels:
+        raise InputError(f"{path}: no labels in the file's metadata; pass --labels FILE (one class per line)")
+    if mean is None:
+        raise InputError(f"{path}: no normalization in the file's metadata; pass --mean and --std "
+                         f"(model input = (pixel - mean) / std)")
+    shape = info["inputs"][0]["shape"]
+    size = shape[2] if len(shape) == 4 and shape[1] == 3 else shape[1]
+    triple = (lambda v: tuple(float(x) for x in (v * 3 if len(v) == 1 else v)))
+    dtypes = info.get("tensor_dtypes") or info.get("initializer_dtypes") or {}
+    quantize = "int8" if "int8" in dtypes and info["format"] == "tflite" and info["inputs"][0]["dtype"] != "float32" \
+        else "unknown"
+    return Entry(name=path.name, path=path, run=None, labels=labels, preprocessing=Preprocessing(triple(mean), triple(std)),
+                 image_size=int(size), quantize=quantize)
+
+
+def _labels_and_normalization(info: dict[str, Any]) -> tuple[list[str], list[float] | None, list[float] | None]:
+    meta = info.get("metadata") or {}
+    if info["format"] == "tflite":
+        tflite = meta.get("tflite_metadata") or {}
+        return list(tflite.get("labels") or []), tflite.get("mean"), tflite.get("std")
+    labels = json.loads(meta["labels"]) if "labels" in meta else []
+    contract = json.loads(meta["preprocessing"]) if "preprocessing" in meta else {}
+    return labels, contract.get("mean"), contract.get("std")
+
+
+def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[str], np.ndarray, list[str], Run | None]:
+    """Image paths, labels and class names to evaluate on, and the run whose Keras model is the reference."""
+    runs = {str(e.run.path.resolve()): e.run for e in entries if e.run is not None}
+    run = next(iter(runs.values())) if len(runs) == 1 else None
+    classes = entries[0].labels
+    if any(e.labels != classes for e in entries):
+        raise UsageError("the models have different labels; bench models of one task together")
+    if options.data:
+        index = dsi.index_folder(options.data, classes=tuple(classes))
+    elif run is not None:
+        index = run.splits[1]
+    else:
+        raise UsageError("--data DIR is needed (a folder with one sub-folder per class): "
+                         "no single training run to take the validation split from")
+    return list(index.paths), np.asarray(index.labels), classes, run
+
+
+def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
+    from edgetl.machine import machine_info
+    from edgetl.parity import parity
+    from edgetl.targets import runtime_availability
+    from edgetl.targets.profiles import load_profile
+
+    problems = options.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+    profiles = [load_profile(name) for name in options.targets]
+    entries = collect(paths, options)
+    image_paths, labels, classes, run = _evaluation_data(entries, options)
+    say(f"bench: {len(entries)} model(s) on {len(image_paths)} labelled images")
+    cache: dict[tuple[int, Preprocessing], np.ndarray] = {}
+
+    def images_for(entry: Entry) -> np.ndarray:
+        key = (entry.image_size, entry.preprocessing)
+        if key not in cache:
+            cache[key] = load_images(image_paths, entry.image_size, entry.preprocessing)
+        return cache[key]
+
+    reference, reference_info = None, None
+    if run is not None:
+        reference = run.model.predict(images_for(entries[0]), verbose=0, batch_size=64)
+        reference_info = parity(reference, labels, classes, None) | {"name": "keras-float32"}
+    availability = runtime_availability()
+    report_entries = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for entry in entries:
+            report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
+                                               profiles, Path(scratch), availability))
+    report = {"schema": "edgetl.report", "schema_version": 1, "created": now_utc(), "machine": machine_info(),
+              "runtimes": availability,
+              "settings": {"threads": list(options.threads), "warmup": options.warmup, "min_runs": options.min_runs,
+                           "min_seconds": options.min_seconds, "throughput_batch": options.throughput_batch,
+                           "data": str(options.data) if options.data else (f"{run.path} validation split" if run else None),
+                           "images": len(image_paths), "targets": list(options.targets),
+                           "gate": {"max_accuracy_drop": options.max_accuracy_drop,
+                                    "min_agreement": options.min_agreement}},
+              "reference": reference_info, "artifacts": report_entries}
+    report["recommendations"] = recommend(report_entries, profiles)
+    report["pareto"] = _pareto(report_entries)
+    out = options.out or ((run.path / "bench") if run is not None else Path("edgetl-bench"))
+    write_reports(report, out)
+    failed = [a["name"] for a in report_entries if a["gate"] and not a["gate"]["passed"]]
+    if failed:
+        raise CheckFailedError(f"{len(failed)} artifact(s) failed the gate: {', '.join(failed)} (report in {out}/)")
+    return report | {"report_dir": str(out)}
+
+
+def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                 reference: np.ndarray | None, options: BenchOptions, profiles: list[Any], scratch: Path,
+                 availability: dict[str, Any]) -> dict[str, Any]:
+    from edgetl.inspection import inspect_model
+    from edgetl.parity import gate, parity
+    from edgetl.targets import open_session
+    from edgetl.targets.checks import check_artifact
+    from edgetl.targets.memory import estimate_peak_ram
+
+    runtime = RUNTIME_OF_FORMAT[entry.path.suffix]
+    base = {"name": entry.name, "path": str(entry.path), "format": entry.path.suffix[1:], "quantize": entry.quantize,
+            "runtime": runtime, "bytes": entry.path.stat().st_size, "parity": None, "latency": None,
+            "throughput": None, "peak_rss_bytes": None, "target_checks": {}, "gate": None, "skipped": None}
+    reason = availability.get(runtime, {}).get("unavailable")
+    if reason:
+        return base | {"skipped": reason}
+    say(f"  {entry.name}: parity on {len(images)} images")
+    session = open_session(entry.path)
+    probabilities = np.concatenate([session.predict(images[i:i + 32]) for i in range(0, len(images), 32)])
+    result = parity(probabilities, labels, classes, reference)
+    info = inspect_model(entry.path)
+    peak = estimate_peak_ram(info)
+    say(f"  {entry.name}: latency at {', '.join(map(str, options.threads))} thread(s)")
+    timing = _time_in_worker(entry.path, images, options, scratch)
+    return base | {"parity": result, "latency": timing["latency"], "throughput": timing["throughput"],
+                   "peak_rss_bytes": timing["peak_rss_bytes"], "peak_ram_estimate": peak,
+                   "target_checks": {p.name: check_artifact(p, info, peak) for p in profiles},
+                   "gate": gate(result, options.max_accuracy_drop, options.min_agreement)}
+
+
+def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scratch: Path) -> dict[str, Any]:
+    sample = scratch / "input.npy"
+    np.save(sample, np.ascontiguousarray(images[:max(1, options.throughput_batch)]))
+    spec = {"path": str(path), "input": str(sample), "threads": list(options.threads), "warmup": options.warmup,
+            "min_runs": options.min_runs, "min_seconds": options.min_seconds,
+            "throughput_batch": min(options.throughput_batch, len(images))}
+    spec_path = scratch / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "edgetl.bench_worker", str(spec_path)], capture_output=True,
+                          text=True, timeout=1800)
+    if done.returncode != 0:
+        raise CheckFailedError(f"{path}: benchmark process failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _p50(entry: dict[str, Any], threads: int) -> float | None:
+    rows = entry.get("latency") or []
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: (abs(r["threads"] - threads), r["threads"]))
+    return best["p50_ms"]
+
+
+def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, Any]:
+    """Per target: the fastest artifact (p50 at the target's thread count) that passes gate and checks."""
+    out = {}
+    for profile in profiles:
+        # The target checks include the format: an artifact the target cannot run never qualifies.
+        candidates = [e for e in entries if not e["skipped"] and e["gate"]["passed"]
+                      and not e["target_checks"].get(profile.name)]
+        if not candidates:
+            out[profile.name] = {"artifact": None,
+                                 "reason": f"no artifact passes the gate and the {profile.name} target checks"}
+            continue
+        best = min(candidates, key=lambda e: _p50(e, profile.threads))
+        out[profile.name] = {"artifact": best["name"], "path": best["path"], "p50_ms": _p50(best, profile.threads),
+                             "threads": profile.threads,
+                             "reason": "fastest artifact that passes the gate and the target checks"}
+    return out
+
+
+def _pareto(entries: list[dict[str, Any]]) -> list[str]:
+    from edgetl.report_render import pareto_front
+
+    points = [{"name": e["name"], "latency_ms": _p50(e, 1), "accuracy": e["parity"]["accuracy"], "bytes": e["bytes"]}
+              for e in entries if not e["skipped"] and e["latency"]]
+    return pareto_front(points)
+
+
+def write_reports(report: dict[str, Any], out: Path) -> None:
+    from edgetl.report_render import render_html, render_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_bytes_atomic(out / "report.md", render_markdown(report).encode())
+    write_bytes_atomic(out / "report.html", render_html(report).encode())
+    say(f"wrote {out}/report.json, report.md, report.html")
