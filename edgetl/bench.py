@@ -204,11 +204,17 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     report["recommendations"] = recommend(report_entries, profiles)
     report["pareto"] = _pareto(report_entries)
     out = options.out or ((run.path / "bench") if run is not None else Path("edgetl-bench"))
+    report["report_dir"] = str(out)
     write_reports(report, out)
-    failed = [a["name"] for a in report_entries if a["gate"] and not a["gate"]["passed"]]
+    return report
+
+
+def raise_on_gate_failures(report: dict[str, Any]) -> None:
+    """The CLI's exit 1: called after the reports are written, so a failed gate still leaves them."""
+    failed = [a["name"] for a in report["artifacts"] if a["gate"] and not a["gate"]["passed"]]
     if failed:
-        raise CheckFailedError(f"{len(failed)} artifact(s) failed the gate: {', '.join(failed)} (report in {out}/)")
-    return report | {"report_dir": str(out)}
+        raise CheckFailedError(f"{len(failed)} artifact(s) failed the gate: {', '.join(failed)} "
+                               f"(report in {report['report_dir']}/)")
 
 
 def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: list[str],
@@ -256,12 +262,15 @@ def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scrat
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _p50(entry: dict[str, Any], threads: int) -> float | None:
+def _latency_row(entry: dict[str, Any], threads: int) -> dict[str, Any] | None:
+    """The measurement at the thread count closest to `threads` (fewer wins a tie)."""
     rows = entry.get("latency") or []
-    if not rows:
-        return None
-    best = min(rows, key=lambda r: (abs(r["threads"] - threads), r["threads"]))
-    return best["p50_ms"]
+    return min(rows, key=lambda r: (abs(r["threads"] - threads), r["threads"])) if rows else None
+
+
+def _p50(entry: dict[str, Any], threads: int) -> float | None:
+    row = _latency_row(entry, threads)
+    return row["p50_ms"] if row else None
 
 
 def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, Any]:
@@ -276,8 +285,9 @@ def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, A
                                  "reason": f"no artifact passes the gate and the {profile.name} target checks"}
             continue
         best = min(candidates, key=lambda e: _p50(e, profile.threads))
-        out[profile.name] = {"artifact": best["name"], "path": best["path"], "p50_ms": _p50(best, profile.threads),
-                             "threads": profile.threads,
+        row = _latency_row(best, profile.threads)
+        out[profile.name] = {"artifact": best["name"], "path": best["path"], "p50_ms": row["p50_ms"],
+                             "threads": row["threads"], "profile_threads": profile.threads,
                              "reason": "fastest artifact that passes the gate and the target checks"}
     return out
 

@@ -178,7 +178,7 @@ def _thread_list(ctx: Any, param: Any, value: str) -> tuple[int, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **options: Any) -> None:
     """Latency, memory and accuracy parity of every exported model: a run, artifacts or .tflite/.onnx files."""
-    from edgetl.bench import BenchOptions, run_bench
+    from edgetl.bench import BenchOptions, raise_on_gate_failures, run_bench
     from edgetl.report_render import render_markdown
 
     report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
@@ -186,6 +186,7 @@ def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **opt
         _emit_json(report)
     else:
         click.echo(render_markdown(report))
+    raise_on_gate_failures(report)
 
 
 @cli.command()

@@ -55,9 +55,11 @@ class DatasetIndex:
         return dataclasses.replace(self.subset(keep), skipped=skipped)
 
     def fingerprint(self) -> str:
-        """sha256 over (path, label) pairs: identifies exactly which images a split holds."""
+        """sha256 over (path relative to the dataset, label) pairs: which images a split holds,
+        independent of where the dataset folder lives."""
+        base = self.source if self.format == "folder" else os.path.dirname(self.source)
         digest = hashlib.sha256()
-        for path, label in sorted(zip(self.paths, self.labels)):
+        for path, label in sorted((os.path.relpath(p, base), label) for p, label in zip(self.paths, self.labels)):
             digest.update(os.fsencode(path) + b"\0" + str(label).encode() + b"\n")
         return digest.hexdigest()
 
@@ -85,7 +87,9 @@ def _images_under(folder: Path) -> list[str]:
 
 
 def index_folder(root: Path, classes: tuple[str, ...] | None = None) -> DatasetIndex:
-    """One sub-folder per class. With `classes`, labels are numbered by that list (for --val-dir)."""
+    """One sub-folder per class. With `classes`, labels are numbered by that list (for --val-dir).
+    Paths are absolute, so later stages find the same files from any working directory."""
+    root = root.absolute()
     if not root.is_dir():
         raise InputError(f"{root}: not a directory; DATA must be a folder with one sub-folder per class, or a CSV")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not _is_hidden(d.name))
@@ -112,6 +116,7 @@ def index_folder(root: Path, classes: tuple[str, ...] | None = None) -> DatasetI
 
 def index_csv(csv_path: Path) -> DatasetIndex:
     """Rows of `path,label` (header optional). Relative paths are relative to the CSV's folder."""
+    csv_path = csv_path.absolute()
     try:
         with open(csv_path, newline="", encoding="utf-8") as fh:
             rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
