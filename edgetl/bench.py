@@ -22,6 +22,7 @@ from edgetl import dataset_index as dsi
 from edgetl.backbones.spec import Preprocessing
 from edgetl.errors import CheckFailedError, InputError, UsageError
 from edgetl.manifest import MANIFEST_NAME, now_utc, read_manifest, write_bytes_atomic
+from edgetl.model import MODEL_FILE
 from edgetl.progress import say
 from edgetl.run_dir import Run, load_images
 
@@ -43,6 +44,8 @@ class BenchOptions:
     min_agreement: float | None = None
     targets: tuple[str, ...] = ("x86-cpu",)
     out: Path | None = None
+    xnnpack: bool = True  # LiteRT: the XNNPACK delegate (its default) or builtin kernels only
+    ort_optimization: str = "all"  # ONNX Runtime graph optimization level
 
     def problems(self) -> list[str]:
         found = []
@@ -54,6 +57,8 @@ class BenchOptions:
             found.append("--throughput-batch must be >= 1")
         if (self.mean is None) != (self.std is None):
             found.append("--mean and --std go together")
+        if self.ort_optimization not in ("disable", "basic", "extended", "all"):
+            found.append("--ort-optimization: one of disable, basic, extended, all")
         return found
 
 
@@ -68,6 +73,7 @@ class Entry:
     preprocessing: Preprocessing
     image_size: int
     quantize: str
+    nchw: bool = False  # ONNX exported with --nchw: feed channels first
 
 
 def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
@@ -107,7 +113,7 @@ def _artifact_entry(folder: Path, run: Run | None) -> Entry:
                  labels=list(manifest.sections["labels"]),
                  preprocessing=Preprocessing(tuple(contract["mean"]), tuple(contract["std"])),
                  image_size=int(manifest.sections["backbone"]["image_size"]),
-                 quantize=manifest.sections["artifact"]["quantize"])
+                 quantize=manifest.sections["artifact"]["quantize"], nchw=bool(manifest.options.get("nchw")))
 
 
 def _bare_entry(path: Path, options: BenchOptions) -> Entry:
@@ -130,8 +136,9 @@ def _bare_entry(path: Path, options: BenchOptions) -> Entry:
     dtypes = info.get("tensor_dtypes") or info.get("initializer_dtypes") or {}
     quantize = "int8" if "int8" in dtypes and info["format"] == "tflite" and info["inputs"][0]["dtype"] != "float32" \
         else "unknown"
+    nchw = info["format"] == "onnx" and (info.get("metadata") or {}).get("layout") == "NCHW"
     return Entry(name=path.name, path=path, run=None, labels=labels, preprocessing=Preprocessing(triple(mean), triple(std)),
-                 image_size=int(size), quantize=quantize)
+                 image_size=int(size), quantize=quantize, nchw=nchw)
 
 
 def _labels_and_normalization(info: dict[str, Any]) -> tuple[list[str], list[float] | None, list[float] | None]:
@@ -164,7 +171,7 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
 def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     from edgetl.machine import machine_info
     from edgetl.parity import parity
-    from edgetl.targets import runtime_availability
+    from edgetl.targets import open_session, runtime_availability
     from edgetl.targets.profiles import load_profile
 
     problems = options.problems()
@@ -180,11 +187,12 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
         key = (entry.image_size, entry.preprocessing)
         if key not in cache:
             cache[key] = load_images(image_paths, entry.image_size, entry.preprocessing)
-        return cache[key]
+        return np.ascontiguousarray(cache[key].transpose(0, 3, 1, 2)) if entry.nchw else cache[key]
 
     reference, reference_info = None, None
     if run is not None:
-        reference = run.model.predict(images_for(entries[0]), verbose=0, batch_size=64)
+        # The Keras model takes NHWC, whatever layout an exported file was given.
+        reference = open_session(run.path / MODEL_FILE).predict(images_for(dataclasses.replace(entries[0], nchw=False)))
         reference_info = parity(reference, labels, classes, None) | {"name": "keras-float32"}
     availability = runtime_availability()
     report_entries = []
@@ -196,6 +204,7 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
               "runtimes": availability,
               "settings": {"threads": list(options.threads), "warmup": options.warmup, "min_runs": options.min_runs,
                            "min_seconds": options.min_seconds, "throughput_batch": options.throughput_batch,
+                           "xnnpack": options.xnnpack, "ort_optimization": options.ort_optimization,
                            "data": str(options.data) if options.data else (f"{run.path} validation split" if run else None),
                            "images": len(image_paths), "targets": list(options.targets),
                            "gate": {"max_accuracy_drop": options.max_accuracy_drop,
@@ -234,7 +243,7 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
     if reason:
         return base | {"skipped": reason}
     say(f"  {entry.name}: parity on {len(images)} images")
-    session = open_session(entry.path)
+    session = open_session(entry.path, **_session_options(entry.path, options))
     probabilities = np.concatenate([session.predict(images[i:i + 32]) for i in range(0, len(images), 32)])
     result = parity(probabilities, labels, classes, reference)
     info = inspect_model(entry.path)
@@ -247,12 +256,19 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
                    "gate": gate(result, options.max_accuracy_drop, options.min_agreement)}
 
 
+def _session_options(path: Path, options: BenchOptions) -> dict[str, Any]:
+    if path.suffix == ".tflite":
+        return {"xnnpack": options.xnnpack}
+    return {"optimization": options.ort_optimization}
+
+
 def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scratch: Path) -> dict[str, Any]:
     sample = scratch / "input.npy"
     np.save(sample, np.ascontiguousarray(images[:max(1, options.throughput_batch)]))
     spec = {"path": str(path), "input": str(sample), "threads": list(options.threads), "warmup": options.warmup,
             "min_runs": options.min_runs, "min_seconds": options.min_seconds,
-            "throughput_batch": min(options.throughput_batch, len(images))}
+            "throughput_batch": min(options.throughput_batch, len(images)),
+            "session_options": _session_options(path, options)}
     spec_path = scratch / "spec.json"
     spec_path.write_text(json.dumps(spec))
     done = subprocess.run([sys.executable, "-m", "edgetl.bench_worker", str(spec_path)], capture_output=True,

@@ -21,11 +21,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     path = Path(spec["path"])
     images = np.load(spec["input"])
-    session_options = {"providers": spec["providers"]} if spec.get("providers") else {}
+    session_options = spec.get("session_options", {})
 
     def opener(threads: int):
         if path.suffix == ".tflite":
-            return lambda: open_session(path, num_threads=threads)
+            return lambda: open_session(path, num_threads=threads, **session_options)
         return lambda: open_session(path, intra_op_threads=threads, **session_options)
 
     latency = [measure(opener(threads), images[:1], threads=threads, warmup=spec["warmup"],

@@ -36,10 +36,11 @@ def _emit_json(doc: Any) -> None:
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Run directory to create.")
 @click.option("--backbone", default="mobilenet_v2", show_default=True,
-              help="mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large")
+              help="mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | efficientnet_lite0..4")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier.")
 @click.option("--weights", default="imagenet", show_default=True,
-              help="imagenet | none | a .h5/.keras weights file | a previous run directory (chained transfer).")
+              help="imagenet | none | a .h5/.keras weights file | a previous run directory (chained transfer) | "
+                   "an official efficientnet-liteN checkpoint directory.")
 @click.option("--image-size", type=int, default=None, help="Square input size in pixels [backbone default: 224].")
 @click.option("--epochs", type=int, default=5, show_default=True, help="Head epochs on the frozen backbone.")
 @click.option("--fine-tune-epochs", type=int, default=0, show_default=True,
@@ -171,6 +172,10 @@ def _thread_list(ctx: Any, param: Any, value: str) -> tuple[int, ...]:
 @click.option("--throughput-batch", type=int, default=8, show_default=True)
 @click.option("--target", "targets", multiple=True, default=["x86-cpu"], show_default=True,
               help="Target profile(s) to check against and recommend for (see `edgetl targets`).")
+@click.option("--xnnpack/--no-xnnpack", default=True, show_default=True,
+              help="LiteRT: use the XNNPACK delegate (its default) or builtin kernels only.")
+@click.option("--ort-optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
+              show_default=True, help="ONNX Runtime graph optimization level.")
 @click.option("--max-accuracy-drop", type=float, default=None, help="Gate: max accuracy drop vs float, in points.")
 @click.option("--min-agreement", type=float, default=None, help="Gate: min top-1 agreement with float (0-1).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,

@@ -20,13 +20,16 @@ from edgetl.converters import get_converter
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError, UsageError
 from edgetl.inspection import inspect_model
-from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
-from edgetl.model import LABELS_FILE
+from edgetl.manifest import MANIFEST_NAME, Manifest, write_manifest
+from edgetl.model import LABELS_FILE, predict_in_batches
 from edgetl.progress import say
 from edgetl.run_dir import Run, load_images
 from edgetl.staging import staged_directory
 from edgetl.targets import open_session
+from edgetl.tf_env import versions
 from edgetl.verification import TOLERANCES, agreement, numeric_problems, structure_problems
+
+EXPORT_DISTRIBUTIONS = ("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert")
 
 
 def export_run(run_path: str | Path, output: str | Path | None = None, **options: Any) -> Manifest:
@@ -65,7 +68,7 @@ def export_run(run_path: str | Path, output: str | Path | None = None, **options
                                    + "; ".join(verification["problems"]))
         manifest = Manifest(
             kind="artifact", files={}, options=dataclasses.asdict(export_options),
-            metrics=verification["numbers"], versions=_versions(), parent=run.reference(),
+            metrics=verification["numbers"], versions=versions(EXPORT_DISTRIBUTIONS), parent=run.reference(),
             sections={"artifact": {"format": export_options.format, "quantize": export_options.quantize,
                                    "model_file": model_name, "variant": export_options.variant},
                       "conversion": facts, "calibration": calibration_info,
@@ -122,7 +125,7 @@ def _verify(path: Path, run: Run, options: ExportOptions) -> dict[str, Any]:
             problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
     paths, labels = run.sample("val", options.verify_size, options.seed)
     images = load_images(paths, run.image_size, run.preprocessing)
-    reference = run.model.predict(images, verbose=0, batch_size=64)
+    reference = predict_in_batches(run.model, images)
     session = open_session(path)
     feed = images.transpose(0, 3, 1, 2) if options.nchw else images
     numbers = agreement(reference, session.predict(np.ascontiguousarray(feed)), np.asarray(labels))
@@ -131,25 +134,3 @@ def _verify(path: Path, run: Run, options: ExportOptions) -> dict[str, Any]:
     return {"problems": problems, "numbers": numbers, "tolerances": TOLERANCES[options.quantize],
             "runtime": session.runtime, "op_histogram": info["op_histogram"],
             "inputs": info["inputs"], "outputs": info["outputs"]}
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from edgetl.tf_env import versions
-
-    out = versions()
-    for dist in ("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "missing"
-    return out
-
-
-def read_artifact(path: Path) -> Manifest:
-    """Load an artifact directory's manifest, verifying its files."""
-    manifest = read_manifest(path)
-    if manifest.kind != "artifact":
-        raise UsageError(f"{path}: is an edgetl {manifest.kind}, not an export artifact")
-    return manifest

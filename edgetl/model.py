@@ -103,6 +103,14 @@ def _h5_matching_layers(path: Path, layers: list[Any]) -> int:
         return count
 
 
+def predict_in_batches(model: Any, images: Any, batch_size: int = 64) -> Any:
+    """Eager calls in fixed-size chunks: unlike model.predict, no retracing for each new input count."""
+    import numpy as np
+
+    return np.concatenate([model(images[i:i + batch_size], training=False).numpy()
+                           for i in range(0, len(images), batch_size)])
+
+
 def load_model(path: Path) -> Any:
     """Load a .keras model with safe_mode (no arbitrary code from Lambda layers)."""
     try:

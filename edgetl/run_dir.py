@@ -45,10 +45,6 @@ class Run:
         return int(self.manifest.sections["backbone"]["image_size"])
 
     @property
-    def backbone(self) -> str:
-        return str(self.manifest.sections["backbone"]["name"])
-
-    @property
     def preprocessing(self) -> Preprocessing:
         contract = self.manifest.sections["backbone"]["preprocessing"]
         return Preprocessing(mean=tuple(contract["mean"]), std=tuple(contract["std"]))

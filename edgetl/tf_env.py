@@ -29,15 +29,15 @@ def keras() -> ModuleType:
     return tf_keras
 
 
-def versions() -> dict[str, str]:
-    """Versions of the libraries a manifest records."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the libraries a manifest records (TensorFlow's, plus `extra` distributions)."""
     import platform
     from importlib import metadata
 
     from edgetl import __version__
 
     out = {"edgetl": __version__, "python": platform.python_version()}
-    for dist in ("tensorflow", "tf-keras", "numpy"):
+    for dist in ("tensorflow", "tf-keras", "numpy", *extra):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

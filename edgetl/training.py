@@ -144,6 +144,8 @@ def _load_source_weights(model: Any, config: TrainConfig) -> dict[str, Any]:
         raise InputError(f"--weights {path}: no such file or directory; use imagenet, none, a .h5/.keras file "
                          f"or a previous run directory")
     layers = backbone_layers(model)
+    if path.is_dir() and not (path / MANIFEST_NAME).exists() and list(path.glob("*.index")):
+        return _load_official_checkpoint(model, config, path)
     if path.is_dir():
         parent = read_manifest(path)
         if parent.kind != "run":
@@ -163,6 +165,18 @@ def _load_source_weights(model: Any, config: TrainConfig) -> dict[str, Any]:
     weighted = sum(1 for layer in layers if layer.weights)
     say(f"loaded weights for {loaded} of {weighted} backbone layers from {path}")
     return result
+
+
+def _load_official_checkpoint(model: Any, config: TrainConfig, path: Path) -> dict[str, Any]:
+    """A published TF1 checkpoint directory (EfficientNet-Lite's efficientnet-liteN/), mapped by variable name."""
+    from edgetl.backbones.checkpoints import load_official_checkpoint
+
+    if not config.backbone.startswith("efficientnet_lite"):
+        raise UsageError(f"--weights {path}: a TensorFlow checkpoint directory is only understood for "
+                         f"efficientnet_lite0..4 (the official efficientnet-liteN checkpoints)")
+    loaded = load_official_checkpoint(model, path, int(config.backbone[-1]))
+    say(f"loaded the official checkpoint {path} into {loaded} layers")
+    return {"source": "checkpoint", "path": str(path.resolve()), "layers_loaded": loaded}
 
 
 class _BestWeights:

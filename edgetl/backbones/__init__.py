@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from edgetl.backbones import mobilenet
+import functools
+
+from edgetl.backbones import efficientnet_lite, mobilenet
+from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING
 from edgetl.backbones.spec import MINUS_ONE_TO_ONE, BackboneSpec, Preprocessing
 from edgetl.errors import UsageError
 
@@ -18,6 +21,10 @@ BACKBONES: dict[str, BackboneSpec] = {
                      description="MobileNetV3-Small (hard-swish, squeeze-excite)"),
         BackboneSpec("mobilenet_v3_large", mobilenet.build_mobilenet_v3_large, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
                      description="MobileNetV3-Large (hard-swish, squeeze-excite)"),
+        *(BackboneSpec(f"efficientnet_lite{n}", functools.partial(efficientnet_lite.build_efficientnet_lite, n),
+                       EFFICIENTNET_LITE_PREPROCESSING, size, (1.0,),
+                       description=f"EfficientNet-Lite{n} (MBConv, ReLU6, no squeeze-excite)")
+          for n, size in enumerate((224, 240, 260, 280, 300))),
     )
 }
 

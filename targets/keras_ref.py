@@ -1,0 +1,29 @@
+"""The Keras reference: the float model a run saved, run by tf_keras on the same prepared input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgetl.targets.base import TensorInfo
+
+
+class KerasSession:
+    runtime = "keras"
+
+    def __init__(self, path: Path) -> None:
+        from edgetl.model import load_model
+
+        self.model = load_model(path)
+        self.inputs = [TensorInfo("image", tuple(self.model.input_shape), "float32")]
+        self.outputs = [TensorInfo("probability", tuple(self.model.output_shape), "float32")]
+
+    def prepare(self, images: np.ndarray) -> Callable[[], None]:
+        return lambda: self.model(images, training=False)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        from edgetl.model import predict_in_batches
+
+        return predict_in_batches(self.model, images)
