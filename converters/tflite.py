@@ -26,12 +26,17 @@ class KerasToTFLite:
         return []
 
     def convert(self, source: ConversionInput, options: ExportOptions, out: Path) -> dict[str, Any]:
+        from edgetl.backbones.layers import for_int8_conversion
+
         t = tf()
-        model = source.model
+        # int8: hard-swish as int8 MUL/ADD (XNNPACK has no int8 HARD_SWISH kernel; see backbones/layers.py).
+        model = for_int8_conversion(source.model) if options.quantize == "int8" else source.model
         spec = t.TensorSpec([1, source.image_size, source.image_size, 3], t.float32, name="image")
         function = t.function(lambda image: {"probability": model(image, training=False)}, input_signature=[spec],
                               autograph=False)
-        converter = t.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+        # No trackable object: with one, TensorFlow first exports a SavedModel (~10x slower, same ops);
+        # the closure keeps `model` and its variables alive for the conversion.
+        converter = t.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
         if options.quantize != "none":
             converter.optimizations = [t.lite.Optimize.DEFAULT]
         if options.quantize == "fp16":

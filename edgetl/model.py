@@ -113,6 +113,8 @@ def predict_in_batches(model: Any, images: Any, batch_size: int = 64) -> Any:
 
 def load_model(path: Path) -> Any:
     """Load a .keras model with safe_mode (no arbitrary code from Lambda layers)."""
+    import edgetl.backbones.layers  # noqa: F401  (registers HardSwish/HardSigmoid for deserialization)
+
     try:
         return keras().models.load_model(str(path), compile=False, safe_mode=True)
     except (OSError, ValueError, TypeError) as exc:

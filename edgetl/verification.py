@@ -91,6 +91,9 @@ def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, clas
     shape = [batch, 3, size, size] if options.nchw else [batch, size, size, 3]
     found += _io_problems(info, shape, "float", [info["outputs"][0]["shape"][0] if info["outputs"] else None, classes],
                           "float")
+    names = ([t["name"] for t in info["inputs"]], [t["name"] for t in info["outputs"]])
+    if names != (["image"], ["probability"]):
+        found.append(f"input/output names are {names[0]}/{names[1]}, expected ['image']/['probability']")
     producers = {out: op for op in info["ops"] for out in op["outputs"]}
     weights = [(op, op["inputs"][1]) for op in info["ops"] if op["op"] in ONNX_WEIGHT_OPS and len(op["inputs"]) > 1]
     if options.quantize == "int8":

@@ -1,7 +1,7 @@
 """Runtimes that execute exported models (installed as `edgetl.targets`).
 
 Each runtime is one module with a Session class (targets/base.py); `open_session` picks it by file
-type. Device profiles and the benchmarking runner arrive with issue #5.
+type. Device profiles live in profiles/*.toml (profiles.py), with checks.py and memory.py.
 """
 
 from __future__ import annotations
@@ -12,20 +12,24 @@ from typing import Any
 from edgetl.errors import InputError
 
 
+SESSIONS = {  # file suffix -> "module:Class"; adding a runtime is one module and one line here
+    ".tflite": "edgetl.targets.litert:LiteRTSession",
+    ".onnx": "edgetl.targets.ort:OnnxRuntimeSession",
+    ".keras": "edgetl.targets.keras_ref:KerasSession",
+}
+
+
 def open_session(path: Path, **options: Any) -> Any:
-    """Open a .tflite file in LiteRT or an .onnx file in ONNX Runtime."""
+    """Open a model file in its runtime: .tflite in LiteRT, .onnx in ONNX Runtime, .keras in tf_keras."""
+    import importlib
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    if path.suffix == ".tflite":
-        from edgetl.targets.litert import LiteRTSession
-
-        return LiteRTSession(path, **options)
-    if path.suffix == ".onnx":
-        from edgetl.targets.ort import OnnxRuntimeSession
-
-        return OnnxRuntimeSession(path, **options)
-    raise InputError(f"{path}: unknown model type; expected .tflite or .onnx")
+    if path.suffix not in SESSIONS:
+        raise InputError(f"{path}: unknown model type; expected {', '.join(SESSIONS)}")
+    module, name = SESSIONS[path.suffix].split(":")
+    return getattr(importlib.import_module(module), name)(path, **options)
 
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")

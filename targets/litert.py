@@ -20,11 +20,15 @@ def _info(detail: dict) -> TensorInfo:
 class LiteRTSession:
     runtime = "litert"
 
-    def __init__(self, path: Path, num_threads: int | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path: Path, num_threads: int | None = None, xnnpack: bool = True) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        # Without XNNPACK, LiteRT runs its builtin (reference/optimized) kernels: a baseline, and what
+        # a device without the delegate gets.
+        resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
+                                           experimental_op_resolver_type=resolver)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"{path}: LiteRT cannot load this model ({str(exc).splitlines()[0]})") from exc

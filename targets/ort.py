@@ -22,11 +22,16 @@ def _info(arg) -> TensorInfo:
 class OnnxRuntimeSession:
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, providers: list[str] | None = None, intra_op_threads: int = 0) -> None:
+    def __init__(self, path: Path, providers: list[str] | None = None, intra_op_threads: int = 0,
+                 optimization: str = "all") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])

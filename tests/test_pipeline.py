@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from edgetl.backbones.spec import MINUS_ONE_TO_ONE

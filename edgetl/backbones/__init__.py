@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from edgetl.backbones import efficientnet_lite, mobilenet
+from edgetl.backbones import efficientnet_lite, mobilenet, mobilenet_v3
 from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING
 from edgetl.backbones.spec import MINUS_ONE_TO_ONE, BackboneSpec, Preprocessing
 from edgetl.errors import UsageError
@@ -17,10 +17,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec("mobilenet_v2", mobilenet.build_mobilenet_v2, MINUS_ONE_TO_ONE, 224, _V2_ALPHAS,
                      description="MobileNetV2 (inverted residuals, ReLU6)"),
-        BackboneSpec("mobilenet_v3_small", mobilenet.build_mobilenet_v3_small, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
-                     description="MobileNetV3-Small (hard-swish, squeeze-excite)"),
-        BackboneSpec("mobilenet_v3_large", mobilenet.build_mobilenet_v3_large, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
-                     description="MobileNetV3-Large (hard-swish, squeeze-excite)"),
+        BackboneSpec("mobilenet_v3_small", mobilenet_v3.build_mobilenet_v3_small, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
+                     description="MobileNetV3-Small, rebuilt QAT-safe (HardSwish layers, squeeze-excite)"),
+        BackboneSpec("mobilenet_v3_large", mobilenet_v3.build_mobilenet_v3_large, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
+                     description="MobileNetV3-Large, rebuilt QAT-safe (HardSwish layers, squeeze-excite)"),
         *(BackboneSpec(f"efficientnet_lite{n}", functools.partial(efficientnet_lite.build_efficientnet_lite, n),
                        EFFICIENTNET_LITE_PREPROCESSING, size, (1.0,),
                        description=f"EfficientNet-Lite{n} (MBConv, ReLU6, no squeeze-excite)")

@@ -1,8 +1,7 @@
-"""MobileNetV2 and MobileNetV3 from tf_keras.applications, without a classification top.
+"""MobileNetV2 from tf_keras.applications, without a classification top.
 
-MobileNetV3's built-in Rescaling layer is left out (include_preprocessing=False): the data pipeline
-normalizes to [-1, 1] instead, which keeps the graph free of layers TFMOT cannot quantize and gives
-every backbone the same preprocessing contract.
+(MobileNetV3 is rebuilt from plain layers in mobilenet_v3.py: the application's TFOpLambda
+hard-swish breaks TFMOT.)
 """
 
 from __future__ import annotations
@@ -19,15 +18,3 @@ def _shape(image_size: int) -> tuple[int, int, int]:
 def build_mobilenet_v2(image_size: int, alpha: float, weights: str | None) -> Any:
     return keras().applications.MobileNetV2(
         input_shape=_shape(image_size), alpha=alpha, include_top=False, weights=weights)
-
-
-def build_mobilenet_v3_small(image_size: int, alpha: float, weights: str | None) -> Any:
-    return keras().applications.MobileNetV3Small(
-        input_shape=_shape(image_size), alpha=alpha, include_top=False, weights=weights,
-        include_preprocessing=False)
-
-
-def build_mobilenet_v3_large(image_size: int, alpha: float, weights: str | None) -> Any:
-    return keras().applications.MobileNetV3Large(
-        input_shape=_shape(image_size), alpha=alpha, include_top=False, weights=weights,
-        include_preprocessing=False)
