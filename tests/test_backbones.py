@@ -71,3 +71,10 @@ def test_imagenet_weights_offline_is_a_clear_error(tmp_path):
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in message
     assert str(tmp_path / "models") in message
     assert "--weights none" in message and "RUN_DIR" in message
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])
+def test_microcontroller_end_of_the_range_alpha_035_at_96_px(name):
+    model = build_classifier(get_backbone(name), 96, 0.35, 5, imagenet=False, dropout=0.0)
+    assert model.output_shape == (None, 5)
+    assert model.count_params() < 500_000  # the width multiplier really shrank it
