@@ -212,3 +212,19 @@ def test_checkpoint_with_missing_or_misshaped_variables_is_an_input_error(tmp_pa
     assert "efficientnet-lite0/blocks_3/depthwise_conv2d/depthwise_kernel missing" in message
     assert "efficientnet-lite0/head/conv2d/kernel has shape (1, 1, 320, 1000)" in message
     np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(), before)  # all or nothing
+
+
+def test_train_accepts_an_official_checkpoint_directory_as_weights(tmp_path):
+    import edgetl
+    from tests.conftest import TINY, write_image_folder
+
+    rng = np.random.default_rng(2)
+    write_tf1_checkpoint(tmp_path / "efficientnet-lite0", {name: rng.standard_normal(shape).astype(np.float32)
+                                                           for name, shape in official_lite0_variables().items()})
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=4)
+    manifest = edgetl.train(str(data), str(tmp_path / "run"),
+                            **TINY | {"backbone": "efficientnet_lite0", "alpha": 1.0,
+                                      "weights": str(tmp_path / "efficientnet-lite0")})
+    assert manifest.sections["weights"]["source"] == "checkpoint"
+    assert manifest.sections["weights"]["layers_loaded"] == 2 + 4 + 15 * 6 + 2
+    assert manifest.sections["backbone"]["preprocessing"]["mean"] == [127.0] * 3
