@@ -30,7 +30,6 @@ from edgetl.staging import staged_directory
 from edgetl.tf_env import keras, versions
 
 
-
 def run_training(config: TrainConfig) -> Manifest:
     started = time.perf_counter()
     _check_output(config)
