@@ -87,9 +87,9 @@ def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
                 artifacts = sorted(p for p in (path / "artifacts").glob("*") if (p / MANIFEST_NAME).is_file())
                 if not artifacts:
                     raise InputError(f"{path}: this run has no artifacts; run `edgetl export` (or compress) first")
-                entries += [_artifact_entry(a, run) for a in artifacts]
+                entries += [_artifact_entry(a, read_manifest(a), run) for a in artifacts]
             else:
-                entries.append(_artifact_entry(path, None))
+                entries.append(_artifact_entry(path, manifest, None))
         elif path.is_file():
             entries.append(_bare_entry(path, options))
         else:
@@ -101,8 +101,8 @@ def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
     return entries
 
 
-def _artifact_entry(folder: Path, run: Run | None) -> Entry:
-    manifest = read_manifest(folder)
+def _artifact_entry(folder: Path, manifest: Any, run: Run | None) -> Entry:
+    """`manifest` was read (and the files verified) by the caller."""
     if manifest.kind != "artifact":
         raise InputError(f"{folder}: is an edgetl {manifest.kind}, not an artifact")
     if run is None and manifest.parent and Path(manifest.parent["path"]).is_dir():
