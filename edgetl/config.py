@@ -9,6 +9,7 @@ from typing import Any
 from edgetl.errors import UsageError
 
 ON_BAD_IMAGE = ("skip", "fail")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,9 @@ class TrainConfig:
     augment: bool = True
     flip: bool = True
     on_bad_image: str = "skip"
+    class_weights: str = "none"  # "balanced": weight the loss by inverse class frequency
+    allow_outside_root: bool = False  # CSV paths may lead outside the CSV's folder
+    trust_model: bool = False  # --weights .keras files may run their own code (Lambda layers)
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     dropout: float = 0.2
@@ -82,6 +86,8 @@ class TrainConfig:
             found.append(f"--val-split: must be between 0 and 1 (exclusive), got {self.val_split}")
         if self.on_bad_image not in ON_BAD_IMAGE:
             found.append(f"--on-bad-image: must be one of {', '.join(ON_BAD_IMAGE)}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            found.append(f"--class-weights: must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
         for name, value in (("learning_rate", self.learning_rate), ("fine_tune_learning_rate", self.fine_tune_learning_rate)):
             if not value > 0:
                 found.append(f"{name}: must be > 0")

@@ -3,6 +3,10 @@
 Pure Python, no TensorFlow: listing an image folder (one sub-folder per class, the layout
 `keras.utils.image_dataset_from_directory` reads) or a CSV of `path,label`, and a deterministic
 stratified split. Decoding is the pipeline's job (edgetl/pipeline.py).
+
+Folder rules: hidden files and folders (leading '.', e.g. .DS_Store, ._foo.jpg) are ignored silently;
+folders nested inside a class folder are read recursively; symlinked folders are not followed (so a
+link loop cannot hang the walk) and, like files without an image extension, are listed as skipped.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from edgetl.errors import InputError
+from edgetl.errors import InputError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -51,7 +55,8 @@ class DatasetIndex:
     def without(self, bad: dict[str, str]) -> "DatasetIndex":
         """Drop unreadable files, recording why."""
         keep = [i for i, p in enumerate(self.paths) if p not in bad]
-        skipped = self.skipped + tuple(Skipped(p, r) for p, r in sorted(bad.items()))
+        known = {s.path for s in self.skipped}
+        skipped = self.skipped + tuple(Skipped(p, r) for p, r in sorted(bad.items()) if p not in known)
         return dataclasses.replace(self.subset(keep), skipped=skipped)
 
     def fingerprint(self) -> str:
@@ -77,13 +82,37 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _images_under(folder: Path) -> list[str]:
-    found = []
+def _label_problem(name: str) -> str | None:
+    """Class names go into labels.txt (one per line) and model metadata: UTF-8, no control characters."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    # splitlines() knows every line break a reader of labels.txt might split on (\x85, \u2028 too).
+    if name.splitlines() != [name] or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a line break or control character"
+    return None
+
+
+def _images_under(folder: Path) -> tuple[list[str], list[Skipped]]:
+    found, skipped = [], []
+
+    def unlistable(exc: OSError) -> None:
+        skipped.append(Skipped(str(exc.filename), f"cannot list folder: {exc.strerror or exc}"))
+
     # followlinks=False: a symlinked directory loop cannot make the walk endless.
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
-        found.extend(os.path.join(root, f) for f in sorted(files) if not _is_hidden(f) and _is_image(f))
-    return found
+    for root, dirs, files in os.walk(folder, onerror=unlistable, followlinks=False):
+        visible = sorted(d for d in dirs if not _is_hidden(d))
+        skipped.extend(Skipped(os.path.join(root, d), "symbolic link to a folder: not followed")
+                       for d in visible if os.path.islink(os.path.join(root, d)))
+        dirs[:] = visible
+        for name in sorted(f for f in files if not _is_hidden(f)):
+            if _is_image(name):
+                found.append(os.path.join(root, name))
+            else:
+                skipped.append(Skipped(os.path.join(root, name),
+                                       f"not an image file name (expected {', '.join(IMAGE_EXTENSIONS)})"))
+    return found, skipped
 
 
 def index_folder(root: Path, classes: tuple[str, ...] | None = None) -> DatasetIndex:
@@ -92,10 +121,22 @@ def index_folder(root: Path, classes: tuple[str, ...] | None = None) -> DatasetI
     root = root.absolute()
     if not root.is_dir():
         raise InputError(f"{root}: not a directory; DATA must be a folder with one sub-folder per class, or a CSV")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not _is_hidden(d.name))
+    try:
+        entries = sorted((d for d in root.iterdir() if d.is_dir() and not _is_hidden(d.name)), key=lambda d: d.name)
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list the folder ({exc.strerror or exc})") from None
+    skipped = [Skipped(str(d), "symbolic link to a folder: not followed") for d in entries if d.is_symlink()]
+    found = [d.name for d in entries if not d.is_symlink()]
     if not found:
         raise InputError(f"{root}: no class sub-folders; put each class's images in DATA/<class>/")
-    per_class = {name: _images_under(root / name) for name in found}
+    for name in found:
+        problem = _label_problem(name)
+        if problem:
+            raise InputError(f"{root}: class folder name {name!r} {problem}; rename the folder")
+    walked = {name: _images_under(root / name) for name in found}
+    per_class = {name: files for name, (files, _) in walked.items()}
+    for _, class_skipped in walked.values():
+        skipped.extend(class_skipped)
     empty = [name for name, files in per_class.items() if not files]
     if empty:
         raise InputError(f"{root}: class folder(s) without images: {', '.join(empty)}; "
@@ -111,25 +152,44 @@ def index_folder(root: Path, classes: tuple[str, ...] | None = None) -> DatasetI
     for name in found:
         paths.extend(per_class[name])
         labels.extend([classes.index(name)] * len(per_class[name]))
-    return DatasetIndex(str(root), "folder", classes, tuple(paths), tuple(labels))
+    return DatasetIndex(str(root), "folder", classes, tuple(paths), tuple(labels), tuple(skipped))
 
 
-def index_csv(csv_path: Path) -> DatasetIndex:
-    """Rows of `path,label` (header optional). Relative paths are relative to the CSV's folder."""
-    csv_path = csv_path.absolute()
+def _csv_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
+    """Non-blank rows with the line each ends on; a leading 'path,label' header is dropped."""
     try:
         with open(csv_path, newline="", encoding="utf-8") as fh:
-            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+            reader = csv.reader(fh)
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{csv_path}: cannot read CSV ({exc})") from exc
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+    if rows and [c.strip().lower() for c in rows[0][1][:2]] == ["path", "label"]:
         rows = rows[1:]
+    return rows
+
+
+def index_csv(csv_path: Path, allow_outside_root: bool = False) -> DatasetIndex:
+    """Rows of `path,label` (header optional). Relative paths are relative to the CSV's folder, and no
+    path may lead outside that folder (after `..` and symlinks) unless `allow_outside_root`."""
+    csv_path = csv_path.absolute()
+    root = os.path.realpath(csv_path.parent)
     pairs = []
-    for number, row in enumerate(rows, start=2):
+    for line, row in _csv_rows(csv_path):
+        where = f"{csv_path}: line {line}"
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise InputError(f"{csv_path}: line {number}: expected 'path,label', got {','.join(row)!r}")
-        path = Path(row[0].strip())
-        pairs.append((str(path if path.is_absolute() else csv_path.parent / path), row[1].strip()))
+            raise InputError(f"{where}: expected 'path,label', got {','.join(row)!r}")
+        text, label = row[0].strip(), row[1].strip()
+        if "\0" in text:
+            raise InputError(f"{where}: the path contains a NUL character")
+        problem = _label_problem(label)
+        if problem:
+            raise InputError(f"{where}: label {label!r} {problem}")
+        path = Path(text) if Path(text).is_absolute() else csv_path.parent / text
+        real = os.path.realpath(path)
+        if not allow_outside_root and os.path.commonpath([root, real]) != root:
+            raise UsageError(f"{where}: {text!r} resolves to {real}, outside the CSV's folder {root}; "
+                             f"move the images under it, or pass --allow-outside-root")
+        pairs.append((str(path), label))
     if not pairs:
         raise InputError(f"{csv_path}: no rows; expected lines of 'path,label'")
     classes = tuple(sorted({label for _, label in pairs}))
@@ -138,13 +198,13 @@ def index_csv(csv_path: Path) -> DatasetIndex:
                         tuple(classes.index(label) for _, label in pairs))
 
 
-def index_data(data: Path) -> DatasetIndex:
+def index_data(data: Path, allow_outside_root: bool = False) -> DatasetIndex:
     if not data.exists():
         raise InputError(f"{data}: no such file or directory")
     if data.is_file():
         if data.suffix.lower() != ".csv":
             raise InputError(f"{data}: DATA must be a folder with one sub-folder per class, or a .csv of path,label")
-        return index_csv(data)
+        return index_csv(data, allow_outside_root)
     return index_folder(data)
 
 

@@ -29,3 +29,15 @@ class CheckFailedError(EdgetlError):
     """A check ran and failed: parity gate, target constraint, verification, integrity."""
 
     exit_code = 1
+
+
+class LockedError(UsageError):
+    """Another process is writing the same run or artifact directory."""
+
+
+class ResourceError(EdgetlError):
+    """The machine ran out of something the work needs: memory (batch too large) or disk space."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT), with what the user can do next. Still a KeyboardInterrupt for API callers."""

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from edgetl.errors import CheckFailedError, InputError
 
@@ -82,8 +82,8 @@ def _schema_problems(doc: Any) -> list[str]:
     if doc.get("schema") != SCHEMA:
         problems.append(f"'schema' is {doc.get('schema')!r}, expected {SCHEMA!r}")
     version = doc.get("schema_version")
-    if not isinstance(version, int):
-        problems.append("'schema_version' missing")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append("'schema_version' missing or not a positive integer")
     elif version > SCHEMA_VERSION:
         problems.append(f"schema_version {version} is newer than this edgetl reads ({SCHEMA_VERSION}); upgrade edgetl")
     if doc.get("kind") not in KINDS:
@@ -98,7 +98,14 @@ def _schema_problems(doc: Any) -> list[str]:
             problems.append(f"file name {name!r} escapes the directory")
         if not (isinstance(entry, dict) and set(entry) == {"sha256", "bytes"}):
             problems.append(f"file entry {name!r} must have exactly 'sha256' and 'bytes'")
+        elif not (_is_sha256(entry["sha256"]) and isinstance(entry["bytes"], int)
+                  and not isinstance(entry["bytes"], bool) and entry["bytes"] >= 0):
+            problems.append(f"file entry {name!r}: 'sha256' must be 64 hex digits and 'bytes' a size")
     return problems
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _is_safe_relative(name: str) -> bool:
@@ -124,10 +131,15 @@ def now_utc() -> str:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temp name in the same directory, fsync, then rename over `path`."""
+    write_file_atomic(path, lambda fh: fh.write(data))
+
+
+def write_file_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Like write_bytes_atomic, for content that `write(fh)` streams into a binary file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -159,9 +171,9 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     if not path.is_file():
         raise InputError(f"{directory}: no {MANIFEST_NAME}; not an edgetl run or artifact (incomplete or never finished)")
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable manifest ({exc})") from exc
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
+        raise InputError(f"{path}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_json(doc, source=str(path))
     if verify:
         verify_files(Path(directory), manifest)

@@ -70,11 +70,11 @@ def copy_matching_weights(source: Any, target_layers: list[Any]) -> int:
     return copied
 
 
-def load_weights_file(model: Any, path: Path) -> int:
+def load_weights_file(model: Any, path: Path, trust: bool = False) -> int:
     """Load a Keras weights/model file into the backbone by layer name; return layers loaded."""
     layers = backbone_layers(model)
     if path.suffix == ".keras":
-        return copy_matching_weights(load_model(path), layers)
+        return copy_matching_weights(load_model(path, trust), layers)
     if not path.name.endswith((".h5", ".hdf5")):
         raise InputError(f"--weights {path}: expected a .h5/.keras file, 'imagenet', 'none' or a run directory")
     try:
@@ -111,11 +111,14 @@ def predict_in_batches(model: Any, images: Any, batch_size: int = 64) -> Any:
                            for i in range(0, len(images), batch_size)])
 
 
-def load_model(path: Path) -> Any:
-    """Load a .keras model with safe_mode (no arbitrary code from Lambda layers)."""
+def load_model(path: Path, trust: bool = False) -> Any:
+    """Load a .keras model with safe_mode (no arbitrary code from Lambda layers) unless `trust`."""
     import edgetl.backbones.layers  # noqa: F401  (registers HardSwish/HardSigmoid for deserialization)
 
     try:
-        return keras().models.load_model(str(path), compile=False, safe_mode=True)
+        return keras().models.load_model(str(path), compile=False, safe_mode=not trust)
     except (OSError, ValueError, TypeError) as exc:
+        if "safe_mode" in str(exc):  # tf_keras' refusal of a Lambda layer's Python code
+            raise InputError(f"{path}: the model contains Python code (a Lambda layer) that would run when it "
+                             f"is loaded; refused. Pass --trust-model only if you trust the file's source") from None
         raise InputError(f"{path}: cannot load Keras model ({str(exc).splitlines()[0]})") from exc

@@ -4,7 +4,9 @@ Phase 1 trains only the head. Phase 2 (`fine_tune_epochs`) unfreezes the top `fi
 backbone layers at a lower learning rate. With pretrained weights BatchNorm stays in inference mode
 (its statistics belong to the source data); from scratch (`--weights none`) it trains normally.
 The best epoch by validation accuracy is kept. The run directory is assembled in a hidden staging
-folder and renamed into place only when complete, manifest last.
+folder and renamed into place only when complete, manifest last. A checkpoint after every epoch
+(edgetl/resume.py) lets the same command resume an interrupted training; the output's lock
+(edgetl/locking.py) is held throughout, so two processes never train into the same place.
 """
 
 from __future__ import annotations
@@ -20,17 +22,26 @@ from edgetl import batchnorm
 from edgetl import dataset_index as dsi
 from edgetl.backbones import get_backbone
 from edgetl.config import TrainConfig
-from edgetl.errors import InputError, UsageError
+from edgetl.errors import InputError, Interrupted, ResourceError, UsageError
+from edgetl.locking import locked
 from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
 from edgetl.model import (LABELS_FILE, MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
                           load_model, load_weights_file)
 from edgetl.pipeline import RESIZE_METHOD, find_unreadable, make_dataset
 from edgetl.progress import epoch_logger, say
-from edgetl.staging import staged_directory
-from edgetl.tf_env import keras, versions
+from edgetl.resume import Checkpoint, CheckpointStore, data_stamp, resume_dir
+from edgetl.staging import DISK_FULL, staged_directory
+from edgetl.tf_env import keras, tf, versions
+
+IMBALANCE_RATIO = 10  # largest / smallest training class at which a warning suggests --class-weights
 
 
 def run_training(config: TrainConfig) -> Manifest:
+    with locked(config.output):  # held throughout: one process per output and its resume checkpoint
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> Manifest:
     started = time.perf_counter()
     _check_output(config)
     spec = get_backbone(config.backbone)
@@ -39,6 +50,7 @@ def run_training(config: TrainConfig) -> Manifest:
     train_index, val_index, full = _load_data(config)
     say(f"data: {len(full.paths)} images, {len(full.classes)} classes, {len(full.skipped)} skipped; "
         f"train {len(train_index.paths)} / val {len(val_index.paths)}")
+    class_weight = _class_weights(train_index, config.class_weights)
 
     keras().utils.set_random_seed(config.seed)
     model = build_classifier(spec, image_size, config.alpha, len(full.classes),
@@ -51,33 +63,47 @@ def run_training(config: TrainConfig) -> Manifest:
                             preprocessing=spec.preprocessing, training=training, seed=config.seed,
                             augment=config.augment, flip=config.flip)
 
-    train_ds, val_ds = dataset(train_index, True), dataset(val_index, False)
-    calibration_ds = dataset(train_index, False)  # un-augmented, for BatchNorm statistics
-    history: list[dict[str, Any]] = []
-    best = _BestWeights()
+    data = _Data(dataset(train_index, True), dataset(val_index, False),
+                 dataset(train_index, False), class_weight)  # the third un-augmented, for BatchNorm statistics
     total = config.epochs + config.fine_tune_epochs
+    store = CheckpointStore(resume_dir(config.output), _identity(config, source, train_index, val_index))
+    resumed = store.load()
+    progress = _Progress(store, total)
+    if resumed:
+        model.set_weights(resumed.weights)
+        progress.restore(resumed)
+        say(f"resuming from epoch {resumed.epoch} of {total} (checkpoint {store.directory})")
     layers = backbone_layers(model)
-    if config.epochs:
-        for layer in layers:
-            layer.trainable = False
-        if not pretrained:
-            say("warning: --weights none with a frozen backbone trains the head on random features; "
-                "add --fine-tune-epochs with --fine-tune-layers all, or start from pretrained weights")
-        _fit(model, train_ds, val_ds, calibration_ds, config.learning_rate, 0, config.epochs, "head", total,
-             history, best)
-    if config.fine_tune_epochs:
-        count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
-        for i, layer in enumerate(layers):
-            is_bn = isinstance(layer, keras().layers.BatchNormalization)
-            layer.trainable = i >= len(layers) - count and not (is_bn and pretrained)
-        say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
-            f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
-        _fit(model, train_ds, val_ds, calibration_ds, config.fine_tune_learning_rate, config.epochs,
-             config.fine_tune_epochs, "fine-tune", total, history, best)
-    model.set_weights(best.weights)
-    metrics = _evaluate(model, val_ds, full.classes, best)
+    try:
+        if config.epochs and progress.done < config.epochs:
+            for layer in layers:
+                layer.trainable = False
+            if not pretrained:
+                say("warning: --weights none with a frozen backbone trains the head on random features; "
+                    "add --fine-tune-epochs with --fine-tune-layers all, or start from pretrained weights")
+            _fit(model, data, progress, "head", config.learning_rate, 0, config.epochs,
+                 resumed.optimizer if resumed and resumed.phase == "head" else None)
+        if config.fine_tune_epochs and progress.done < total:
+            count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
+            for i, layer in enumerate(layers):
+                is_bn = isinstance(layer, keras().layers.BatchNormalization)
+                layer.trainable = i >= len(layers) - count and not (is_bn and pretrained)
+            say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
+                f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
+            _fit(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
+                 config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None)
+        best = progress.best
+        model.set_weights(best.weights)
+        metrics = _evaluate(model, data.val, full.classes, best)
+    except KeyboardInterrupt:
+        raise Interrupted(progress.interrupted_message()) from None
+    except tf().errors.ResourceExhaustedError as exc:
+        raise ResourceError(f"--batch-size {config.batch_size}: out of memory while training "
+                            f"({str(exc).strip().splitlines()[0][:200]}); try a smaller batch, "
+                            f"e.g. --batch-size {max(1, config.batch_size // 2)}") from None
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     say(f"best epoch {best.epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
+    history = progress.history
 
     sections = {
         "backbone": spec.to_json(image_size, config.alpha) | {"resize": RESIZE_METHOD},
@@ -86,13 +112,27 @@ def run_training(config: TrainConfig) -> Manifest:
             "split": ({"method": "val_dir", "val_dir": str(config.val_dir)} if config.val_dir else
                       {"method": "stratified", "val_split": config.val_split, "seed": config.seed}),
             "train_counts": train_index.counts(), "val_counts": val_index.counts(),
+            "class_weights": class_weight and {full.classes[i]: w for i, w in class_weight.items()},
             "train_fingerprint": train_index.fingerprint(), "val_fingerprint": val_index.fingerprint()},
         "weights": source,
         "history": history,
     }
     manifest = Manifest(kind="run", files={}, options=config.to_json(),
                         metrics=metrics, versions=versions(), parent=source.get("parent"), sections=sections)
-    return _write_run(config, model, full.classes, manifest)
+    try:
+        written = _write_run(config, model, full.classes, manifest)
+    except KeyboardInterrupt:
+        raise Interrupted(progress.interrupted_message()) from None
+    store.clear()  # only once the run is in place: an interruption while writing still resumes
+    return written
+
+
+def _identity(config: TrainConfig, source: dict[str, Any], train: dsi.DatasetIndex,
+              val: dsi.DatasetIndex) -> dict[str, Any]:
+    """What decides the training's result; a checkpoint resumes only when all of it is unchanged."""
+    options = {k: v for k, v in config.to_json().items() if k != "overwrite"}
+    return {"options": options, "source": source, "train_fingerprint": train.fingerprint(),
+            "val_fingerprint": val.fingerprint(), "data_stamp": data_stamp(list(train.paths) + list(val.paths))}
 
 
 def _check_output(config: TrainConfig) -> None:
@@ -107,9 +147,11 @@ def _check_output(config: TrainConfig) -> None:
 
 
 def _load_data(config: TrainConfig) -> tuple[dsi.DatasetIndex, dsi.DatasetIndex, dsi.DatasetIndex]:
-    full = dsi.index_data(config.data)
+    full = dsi.index_data(config.data, config.allow_outside_root)
     dsi.check_trainable(full)  # before decoding anything: fail fast on one class or no images
     val_full = dsi.index_folder(config.val_dir, classes=full.classes) if config.val_dir else None
+    for entry in full.skipped + (val_full.skipped if val_full else ()):
+        say(f"skipped {entry.path}: {entry.reason}")
     say(f"checking {len(full.paths) + (len(val_full.paths) if val_full else 0)} images ...")
     bad = find_unreadable(full.paths + (val_full.paths if val_full else ()))
     if bad and config.on_bad_image == "fail":
@@ -134,6 +176,19 @@ def _load_data(config: TrainConfig) -> tuple[dsi.DatasetIndex, dsi.DatasetIndex,
     return train, val, full
 
 
+def _class_weights(train: dsi.DatasetIndex, mode: str) -> dict[int, float] | None:
+    """Warn when classes are imbalanced; for "balanced", weights n / (classes * n_class) for model.fit."""
+    counts = train.counts()
+    if max(counts.values()) >= IMBALANCE_RATIO * min(counts.values()):
+        listed = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        hint = "" if mode == "balanced" else "; consider --class-weights balanced"
+        say(f"warning: imbalanced classes (training images {listed}){hint}")
+    if mode != "balanced":
+        return None
+    total = sum(counts.values())
+    return {i: round(total / (len(counts) * n), 4) for i, n in enumerate(counts.values()) if n}
+
+
 def _load_source_weights(model: Any, config: TrainConfig) -> dict[str, Any]:
     """Apply --weights; return what was loaded (and the parent run, for chained transfer)."""
     if config.weights in ("imagenet", "none"):
@@ -153,11 +208,11 @@ def _load_source_weights(model: Any, config: TrainConfig) -> dict[str, Any]:
         if source_backbone.get("name") != config.backbone or source_backbone.get("alpha") != config.alpha:
             raise UsageError(f"--weights {path}: that run is {source_backbone.get('name')} alpha "
                              f"{source_backbone.get('alpha')}; train with the same --backbone and --alpha")
-        loaded = copy_matching_weights(load_model(path / MODEL_FILE), layers)
+        loaded = copy_matching_weights(load_model(path / MODEL_FILE, config.trust_model), layers)
         parent_ref = {"path": str(path.resolve()), "manifest_sha256": sha256_of(path / MANIFEST_NAME)}
         result = {"source": "run", "path": str(path.resolve()), "layers_loaded": loaded, "parent": parent_ref}
     else:
-        loaded = load_weights_file(model, path)
+        loaded = load_weights_file(model, path, config.trust_model)
         result = {"source": "file", "path": str(path.resolve()), "sha256": sha256_of(path), "layers_loaded": loaded}
     if loaded == 0:
         raise InputError(f"--weights {path}: no layer matches the {config.backbone} backbone by name and shape")
@@ -189,13 +244,57 @@ class _BestWeights:
             self.accuracy, self.epoch, self.weights = accuracy, epoch, model.get_weights()
 
 
-def _fit(model: Any, train_ds: Any, val_ds: Any, calibration_ds: Any, learning_rate: float, first_epoch: int,
-         epochs: int, phase: str, total: int, history: list[dict[str, Any]], best: _BestWeights) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    train: Any
+    val: Any
+    calibration: Any
+    class_weight: dict[int, float] | None
+
+
+class _Progress:
+    """Epochs done, history and best weights; saved as a checkpoint after every epoch."""
+
+    def __init__(self, store: CheckpointStore, total: int) -> None:
+        self.store, self.total = store, total
+        self.done, self.history, self.best = 0, [], _BestWeights()
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        self.done, self.history = checkpoint.epoch, checkpoint.history
+        self.best.accuracy, self.best.epoch = checkpoint.best_accuracy, checkpoint.best_epoch
+        self.best.weights = checkpoint.best_weights
+
+    def save(self, model: Any, epoch: int, phase: str) -> None:
+        optimizer = [v.numpy() for v in model.optimizer.variables]
+        try:
+            self.store.save(Checkpoint(epoch, phase, self.history, self.best.accuracy, self.best.epoch,
+                                       model.get_weights(), self.best.weights, optimizer))
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise ResourceError(f"{self.store.directory}: no space left on device for the checkpoint of "
+                                    f"epoch {epoch}; free some space and re-run") from None
+            raise
+        self.done = epoch
+
+    def interrupted_message(self) -> str:
+        if not self.done:
+            return "interrupted before the first epoch completed; re-running the same command starts over"
+        return (f"interrupted; re-run the same command to resume from epoch {self.done} of {self.total} "
+                f"(checkpoint {self.store.directory})")
+
+
+def _fit(model: Any, data: _Data, progress: _Progress, phase: str, learning_rate: float, first_epoch: int,
+         epochs: int, optimizer_state: list[Any] | None) -> None:
+    """Train one phase: epochs first_epoch+1 .. first_epoch+epochs, skipping those already done."""
     k = keras()
     # Cosine decay to zero: large steps early, and weights that settle at the end.
-    schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * len(train_ds)))
+    schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * len(data.train)))
     model.compile(optimizer=k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
+    if optimizer_state:  # resuming inside this phase: the step count (schedule) and Adam's moments
+        model.optimizer.build(model.trainable_variables)
+        for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
+            variable.assign(value)
     say(f"{phase}: {epochs} epoch(s), learning rate {learning_rate:g} with cosine decay, "
         f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
 
@@ -203,14 +302,20 @@ def _fit(model: Any, train_ds: Any, val_ds: Any, calibration_ds: Any, learning_r
         """Validation runs here, after BatchNorm recalibration, rather than inside fit()."""
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            batchnorm.recalibrate(self.model, calibration_ds)
-            val_loss, val_accuracy = self.model.evaluate(val_ds, verbose=0)
+            batchnorm.recalibrate(self.model, data.calibration)
+            val_loss, val_accuracy = self.model.evaluate(data.val, verbose=0)
             if logs is not None:
                 logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
-            best.update(self.model, float(val_accuracy), first_epoch + epoch + 1)
+            progress.best.update(self.model, float(val_accuracy), first_epoch + epoch + 1)
 
-    model.fit(train_ds, epochs=epochs, verbose=0,
-              callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, total, history)])
+    class SaveCheckpoint(k.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            progress.save(self.model, first_epoch + epoch + 1, phase)
+
+    model.fit(data.train, epochs=epochs, initial_epoch=max(0, progress.done - first_epoch), verbose=0,
+              class_weight=data.class_weight,
+              callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, progress.total, progress.history),
+                         SaveCheckpoint()])
 
 
 def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: _BestWeights) -> dict[str, Any]:

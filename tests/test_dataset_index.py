@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import collections
+import csv
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgetl import dataset_index as dsi
-from edgetl.errors import InputError
+from edgetl.errors import InputError, UsageError
 from tests.conftest import write_image_folder
 
 
@@ -56,8 +59,12 @@ def test_csv_with_and_without_header_resolves_relative_paths(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("", "no rows"),
     ("path,label\n", "no rows"),
-    ("a.png\n", "line 2"),
-    ("a.png,\n", "line 2"),
+    ("a.png\n", "line 1"),
+    ("a.png,\n", "line 1"),
+    ("path,label\n\na.png,x\nb.png\n", "line 4"),
+    ('"two\nlines.png",x\nb.png\n', "line 3"),
+    ('a.png,"multi\nline label"\n', "line break"),
+    ("a.png\0,x\n", "NUL"),
 ])
 def test_malformed_csv_names_the_file_and_line(tmp_path, content, message):
     csv_path = tmp_path / "bad.csv"
@@ -141,3 +148,41 @@ def test_without_records_skipped_files_and_reasons():
     assert len(cleaned.paths) == 5 and "/d/a/0001.png" not in cleaned.paths
     assert cleaned.summary()["skipped"] == [{"path": "/d/a/0001.png", "reason": "cannot decode"}]
     assert collections.Counter(cleaned.labels) == {0: 2, 1: 3}
+
+
+# Cells built mostly from pieces that matter to CSV, paths and labels, plus any other unicode character.
+_cell = st.lists(st.sampled_from([",", '"', "'", "\n", "\r", "\t", " ", "/", "\\", ".", "..", "\0", "~", "a",
+                                  "é", "猫", "\u2028", "\x85"]) | st.characters(), max_size=8).map("".join)
+_csv_settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _check_index_or_clean_error(csv_path: Path) -> None:
+    try:
+        index = dsi.index_csv(csv_path)
+    except (InputError, UsageError) as exc:
+        assert str(exc).startswith(str(csv_path)) and "\n" not in str(exc)
+        return
+    assert index.paths and len(index.paths) == len(index.labels)
+    assert list(index.classes) == sorted(set(index.classes))
+    assert set(index.labels) <= set(range(len(index.classes)))
+    root = str(csv_path.parent.resolve())
+    assert all(Path(p).resolve().is_relative_to(root) for p in index.paths)
+    assert all(name.splitlines() == [name] and "\0" not in name for name in index.classes)
+
+
+@_csv_settings
+@given(rows=st.lists(st.lists(_cell, max_size=4), max_size=6),
+       quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]))
+def test_any_csv_rows_give_a_valid_index_or_a_clean_error(tmp_path, rows, quoting):
+    csv_path = tmp_path / "data.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, quoting=quoting).writerows(rows)
+    _check_index_or_clean_error(csv_path)
+
+
+@_csv_settings
+@given(content=st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_any_csv_bytes_give_a_valid_index_or_a_clean_error(tmp_path, content):
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_bytes(content)
+    _check_index_or_clean_error(csv_path)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edgetl.errors import CheckFailedError, InputError
+from edgetl.errors import CheckFailedError, EdgetlError, InputError
 from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
 
 
@@ -63,4 +66,70 @@ def test_invalid_manifests_are_rejected_with_every_problem_named(tmp_path, mutat
 def test_unparseable_manifest_is_an_input_error(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(InputError, match="unreadable manifest"):
+        read_manifest(tmp_path)
+
+
+# --- property tests: whatever manifest.json holds, reading it gives a Manifest or an edgetl error ---
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=10)
+_file_name = st.sampled_from(["a.bin", "b.txt", "manifest.json", ".", "", "../up", "/abs", "x\0y", "\ud800", "dir/"]) \
+    | st.text(max_size=10)
+_entry = st.fixed_dictionaries({
+    "sha256": st.sampled_from([hashlib.sha256(b"\0" * 100).hexdigest(), "0" * 64]) | _json,
+    "bytes": st.sampled_from([100, 101, -1, 1.5, True]) | _json}) | _json
+
+
+@st.composite
+def _near_valid(draw):
+    """A valid document (file entries that may or may not match the real files), then up to two fields
+    replaced by arbitrary JSON."""
+    doc = {"schema": "edgetl.manifest", "schema_version": draw(st.sampled_from([0, 1, 2, -1, True])),
+           "kind": draw(st.sampled_from(["run", "artifact"])), "created": draw(st.text(max_size=8)),
+           "files": draw(st.dictionaries(_file_name, _entry, max_size=3)), "parent": None, "options": {},
+           "metrics": {}, "versions": {}}
+    for key in draw(st.lists(st.sampled_from(sorted(doc)), max_size=2)):
+        doc[key] = draw(_json)
+    return doc
+
+
+_property = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _read_or_edgetl_error(directory):
+    _write(directory)  # real files a.bin and b.txt, so some entries can match
+    try:
+        manifest = read_manifest(directory)
+    except EdgetlError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return None
+    assert isinstance(manifest, Manifest) and manifest.kind in ("run", "artifact")
+    assert isinstance(manifest.options, dict) and isinstance(manifest.created, str)
+    for entry in manifest.files.values():
+        assert len(entry.sha256) == 64 and type(entry.bytes) is int and entry.bytes >= 0
+    return manifest
+
+
+@_property
+@given(doc=_near_valid() | _json)
+def test_any_json_document_is_a_manifest_or_an_edgetl_error(tmp_path, doc):
+    _read_or_edgetl_error(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(doc))
+    _read_or_edgetl_error(tmp_path)
+
+
+@_property
+@given(content=st.binary(max_size=300))
+def test_any_bytes_are_a_manifest_or_an_edgetl_error(tmp_path, content):
+    _write(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_bytes(content)
+    with pytest.raises(EdgetlError):
+        read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a":' * 100_000, "\ufeff{}", '{"schema": NaN}'])
+def test_pathological_json_is_an_input_error(tmp_path, text):
+    (tmp_path / MANIFEST_NAME).write_text(text, encoding="utf-8")
+    with pytest.raises(InputError):
         read_manifest(tmp_path)

@@ -154,6 +154,7 @@ def test_existing_run_is_not_overwritten_without_the_flag(trained, tmp_path):
     ({"weights": "imagenet", "alpha": 0.6}, "ImageNet weights for mobilenet_v2 exist for alpha"),
     ({"backbone": "vgg16"}, "unknown 'vgg16'"),
     ({"colour": "blue"}, "unknown train option"),
+    ({"class_weights": "inverse"}, "--class-weights: must be one of none, balanced"),
 ])
 def test_invalid_options_are_usage_errors_before_any_work(tmp_path, options, message):
     with pytest.raises(UsageError, match=message):

@@ -1,0 +1,264 @@
+"""Interruptions, locks and resource limits, with real signals on real `edgetl` subprocesses.
+
+Training runs are tiny (MobileNetV2 alpha 0.35, 32 px, 20 images) and use the full batch (16 training
+images, --batch-size 16), so a resumed run sees the same batches as an uninterrupted one; only the
+order of images inside the batch differs (the shuffle restarts), which moves losses by float rounding.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetl.errors import ResourceError
+from edgetl.locking import lock_path, locked
+from edgetl.resume import Checkpoint, CheckpointStore, data_stamp, resume_dir
+from tests.conftest import TINY, run_cli, write_image_folder
+
+CLI_ARGS = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--image-size", "32", "--weights", "none",
+            "--fine-tune-layers", "all", "--batch-size", "16", "--no-augment", "--seed", "0",
+            "--fine-tune-learning-rate", "1e-3"]
+# The same through the Python API, with dropout off: its masks are redrawn after a resume.
+API_OPTIONS = TINY | {"epochs": 1, "fine_tune_epochs": 3, "fine_tune_layers": "all", "batch_size": 16,
+                      "fine_tune_learning_rate": 1e-3, "dropout": 0.0}
+API_DRIVER = "import json, sys, edgetl; edgetl.train(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("interrupt") / "data", classes=2, per_class=10, size=32)
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as err:
+        return subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _wait(proc: subprocess.Popen, log: Path, ready, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert proc.poll() is None, f"exited {proc.returncode} before {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _checkpoint_epoch(output: Path) -> int:
+    try:
+        return json.loads((resume_dir(output) / "state.json").read_text())["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def _history(run: Path) -> list[dict]:
+    return json.loads((run / "manifest.json").read_text())["history"]
+
+
+def test_sigint_exits_130_says_how_to_resume_and_the_rerun_resumes_in_the_right_phase(data, tmp_path):
+    out = tmp_path / "out" / "run"
+    train = ["-m", "edgetl", "train", str(data), "-o", str(out), "--epochs", "2", "--fine-tune-epochs", "1",
+             *CLI_ARGS]
+    log = tmp_path / "first.log"
+    first = _start(train, log)
+    try:
+        _wait(first, log, lambda: lock_path(out).exists() and lock_path(out).read_text() == str(first.pid),
+              "the lock")
+        second = run_cli(*train[2:])  # the same command while the first one runs
+        assert second.returncode == 2, second.stderr
+        assert f"in use by another edgetl process (PID {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+
+        _wait(first, log, lambda: _checkpoint_epoch(out) >= 1, "the first checkpoint")
+        first.send_signal(signal.SIGINT)  # during the head phase or just after it
+        assert first.wait(timeout=120) == 130, log.read_text()
+    finally:
+        first.kill()
+    message = log.read_text().strip().splitlines()[-1]
+    match = re.fullmatch(r"interrupted; re-run the same command to resume from epoch (\d) of 3 \(checkpoint .*\)",
+                         message)
+    assert match, log.read_text()
+    done = int(match.group(1))
+    assert not out.exists() and not lock_path(out).exists()
+    saved = json.loads((resume_dir(out) / "state.json").read_text())
+    assert saved["epoch"] == done and len(saved["history"]) == done
+
+    rerun = run_cli(*train[2:])
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from epoch {done} of 3" in rerun.stderr
+    history = _history(out)
+    assert [(h["epoch"], h["phase"]) for h in history] == [(1, "head"), (2, "head"), (3, "fine-tune")]
+    assert history[:done] == saved["history"], "the epochs done before the interruption are kept as they were"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"], "checkpoint, lock or staging left behind"
+
+
+def test_sigkill_leaves_no_run_and_the_resumed_run_matches_an_uninterrupted_one(data, tmp_path):
+    options = json.dumps(API_OPTIONS)
+    reference = subprocess.run([sys.executable, "-c", API_DRIVER, str(data), str(tmp_path / "reference"), options],
+                               capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "out" / "run"
+    log = tmp_path / "killed.log"
+    killed = _start(["-c", API_DRIVER, str(data), str(out), options], log)
+    try:
+        _wait(killed, log, lambda: _checkpoint_epoch(out) >= 2, "the checkpoint of epoch 2")
+        killed.kill()  # SIGKILL: no clean-up of any kind, in the middle of the fine-tune phase
+        assert killed.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        killed.kill()
+    assert not out.exists()
+    assert all(p.name.startswith(".") for p in out.parent.iterdir()), "only hidden folders may remain"
+
+    resumed = subprocess.run([sys.executable, "-c", API_DRIVER, str(data), str(out), options],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    done = int(re.search(r"resuming from epoch (\d) of 4", resumed.stderr).group(1))
+    assert done >= 2
+    ours, theirs = _history(out), _history(tmp_path / "reference")
+    assert [(h["epoch"], h["phase"]) for h in ours] == [(h["epoch"], h["phase"]) for h in theirs]
+    for a, b in zip(ours, theirs):
+        # Losses after the resume differ by rounding only; a lost optimizer state (Adam moments, the
+        # cosine schedule's step) moves the next epoch's loss by ~0.2 and validation accuracy by 0.5.
+        assert a["loss"] == pytest.approx(b["loss"], abs=0.02), (ours, theirs)
+        assert a["val_accuracy"] == b["val_accuracy"], (ours, theirs)
+    ours_doc = json.loads((out / "manifest.json").read_text())["metrics"]
+    theirs_doc = json.loads((tmp_path / "reference" / "manifest.json").read_text())["metrics"]
+    assert ours_doc["val_accuracy"] == theirs_doc["val_accuracy"]
+    assert ours_doc["best_epoch"] == theirs_doc["best_epoch"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
+
+
+def test_export_and_compress_refuse_a_run_another_process_is_writing(tmp_path):
+    run = tmp_path / "run"
+    with locked(run):
+        for command in (["export", str(run), "--format", "tflite"], ["compress", str(run)]):
+            result = run_cli(*command)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.strip() == (f"error: {run}: in use by another edgetl process (PID {os.getpid()}); "
+                                             f"wait for it to finish or stop it (lock file {lock_path(run)})")
+    assert not lock_path(run).exists()
+
+
+def test_a_lock_whose_holder_was_killed_is_free(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from edgetl.locking import locked\nwith locked(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True); time.sleep(600)", str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()
+        holder.wait(timeout=60)
+    finally:
+        holder.kill()
+    assert lock_path(run).exists(), "SIGKILL leaves the file, but not the lock"
+    with locked(run):
+        assert lock_path(run).read_text() == str(os.getpid())
+
+
+def _cli_main(args: list[str], capsys) -> tuple[int, str]:
+    from edgetl.cli import main
+
+    old_argv = sys.argv
+    sys.argv = ["edgetl", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = old_argv
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_disk_full_while_writing_the_run_is_one_clean_error_and_no_partial_run(data, tmp_path, monkeypatch, capsys):
+    """ENOSPC is injected in-process (Path.write_text of labels.txt): a real tiny filesystem needs root."""
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name == "labels.txt":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    out = tmp_path / "out" / "run"
+    code, err = _cli_main(["train", str(data), "-o", str(out), "--epochs", "1", *CLI_ARGS], capsys)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}: no space left on device (writing ") and "labels.txt" in last, err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == [".run.resume"], "no staging folder, no lock"
+
+    monkeypatch.undo()  # space is back: the re-run resumes after the last epoch and only writes the run
+    code, err = _cli_main(["train", str(data), "-o", str(out), "--epochs", "1", *CLI_ARGS], capsys)
+    assert code == 0, err
+    assert "resuming from epoch 1 of 1" in err and "head epoch" not in err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
+
+
+def test_out_of_memory_names_batch_size_and_suggests_a_smaller_one(data, tmp_path, monkeypatch, capsys):
+    """A real out-of-memory error is impractical on CPU: _fit raises TensorFlow's own error instead."""
+    import edgetl.training
+    from edgetl.tf_env import tf
+
+    def out_of_memory(*args, **kwargs):
+        raise tf().errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,96,16,16]")
+
+    monkeypatch.setattr(edgetl.training, "_fit", out_of_memory)
+    code, err = _cli_main(["train", str(data), "-o", str(tmp_path / "run"), "--epochs", "1", *CLI_ARGS], capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        "error: --batch-size 16: out of memory while training (OOM when allocating tensor with "
+        "shape[64,96,16,16]); try a smaller batch, e.g. --batch-size 8")
+    with pytest.raises(ResourceError):
+        edgetl.train(str(data), str(tmp_path / "run2"), **TINY)
+
+
+def _checkpoint(epoch: int) -> Checkpoint:
+    weights = [np.full((2, 3), float(epoch), np.float32), np.arange(4, dtype=np.float32)]
+    return Checkpoint(epoch=epoch, phase="head", history=[{"epoch": i + 1} for i in range(epoch)],
+                      best_accuracy=0.5, best_epoch=1, weights=weights,
+                      best_weights=[w - 1 for w in weights], optimizer=[np.array(epoch, np.int64)])
+
+
+def test_checkpoint_round_trip_keeps_one_complete_epoch_file(tmp_path):
+    identity = {"options": {"epochs": 3}, "source": {"source": "none"}, "train_fingerprint": "a",
+                "val_fingerprint": "b", "data_stamp": "c"}
+    store = CheckpointStore(tmp_path / ".run.resume", identity)
+    store.save(_checkpoint(1))
+    store.save(_checkpoint(2))
+    assert sorted(p.name for p in store.directory.iterdir()) == ["epoch-2.npz", "state.json"]
+    loaded = CheckpointStore(store.directory, identity).load()
+    expected = _checkpoint(2)
+    assert (loaded.epoch, loaded.phase, loaded.history, loaded.best_epoch) == (2, "head", expected.history, 1)
+    for got, want in zip(loaded.weights + loaded.best_weights + loaded.optimizer,
+                         expected.weights + expected.best_weights + expected.optimizer):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_changed_command_or_changed_images_never_resume_and_say_why(data, tmp_path, capsys):
+    paths = [str(p) for p in sorted(data.rglob("*.png"))]
+    identity = {"options": {"epochs": 3, "seed": 0}, "source": {"source": "none"}, "train_fingerprint": "a",
+                "val_fingerprint": "b", "data_stamp": data_stamp(paths)}
+    directory = tmp_path / ".run.resume"
+    CheckpointStore(directory, identity).save(_checkpoint(1))
+    assert CheckpointStore(directory, identity | {"options": {"epochs": 4, "seed": 0}}).load() is None
+    assert "a different training (options changed: --epochs); starting over" in capsys.readouterr().err
+    assert not directory.exists()
+
+    CheckpointStore(directory, identity).save(_checkpoint(1))
+    stat = os.stat(paths[0])
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # an image was replaced
+    try:
+        assert CheckpointStore(directory, identity | {"data_stamp": data_stamp(paths)}).load() is None
+        assert "(the images changed); starting over" in capsys.readouterr().err
+    finally:
+        os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
