@@ -27,6 +27,8 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET  # ONNX only
     nchw: bool = False  # ONNX only: add an NCHW input in front of the NHWC graph
     seed: int = 0
+    per_channel: bool = True  # int8: per-channel weight scales (False: one scale per tensor)
+    float_fallback: tuple[str, ...] = ()  # int8: Keras layer names whose ops stay float (selective quantization)
 
     def problems(self) -> list[str]:
         found = []
@@ -46,12 +48,18 @@ class ExportOptions:
             found.append(f"--opset: {self.opset} is outside the supported 13..21")
         if self.nchw and self.format != "onnx":
             found.append("--nchw applies to --format onnx only")
+        if (self.float_fallback or not self.per_channel) and self.quantize != "int8":
+            found.append("per-tensor weights and float fallback apply to --quantize int8 only")
+        if self.float_fallback and self.io_dtype != "float32":
+            found.append("float fallback layers need float32 input/output (--io-dtype float32)")
         return found
 
     @property
     def variant(self) -> str:
         """The artifact folder name under RUN/artifacts/."""
         suffix = "" if self.io_dtype == "float32" else f"-{self.io_dtype}io"
+        suffix += "" if self.per_channel else "-pertensor"
+        suffix += f"-fallback{len(self.float_fallback)}" if self.float_fallback else ""
         return f"{self.format}-{self.quantize}{suffix}{'-nchw' if self.nchw else ''}"
 
 

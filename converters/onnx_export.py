@@ -58,7 +58,8 @@ class KerasToONNX:
             float_path = out.with_name(out.stem + ".float.onnx")
             onnx.save(proto, str(float_path))
             try:
-                facts |= onnx_quantize.quantize(float_path, out, options.quantize, source.calibration)
+                facts |= onnx_quantize.quantize(float_path, out, options.quantize, source.calibration,
+                                                options.per_channel, options.float_fallback)
             finally:
                 float_path.unlink(missing_ok=True)
         else:

@@ -19,7 +19,9 @@ import numpy as np
 DYNAMIC_OP_TYPES = ["Conv", "MatMul", "Gemm"]
 
 
-def quantize(float_path: Path, out: Path, mode: str, calibration: np.ndarray | None) -> dict[str, Any]:
+def quantize(float_path: Path, out: Path, mode: str, calibration: np.ndarray | None, per_channel: bool = True,
+             float_fallback: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`float_fallback`: Keras layer names whose nodes (tf2onnx names them model/<layer>/...) stay float."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -40,10 +42,26 @@ def quantize(float_path: Path, out: Path, mode: str, calibration: np.ndarray | N
                 batch = next(self.batches, None)
                 return None if batch is None else {"image": batch.astype(np.float32)}
 
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        excluded = _nodes_of(prepared, float_fallback)
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        return {"quantization": "static QDQ", "weights": "int8 per-channel", "activations": "uint8",
-                "calibration_images": int(len(calibration))}
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+        facts = {"quantization": "static QDQ", "weights": f"int8 per-{'channel' if per_channel else 'tensor'}",
+                 "activations": "uint8", "calibration_images": int(len(calibration))}
+        return facts | ({"float_nodes": excluded} if excluded else {})
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def _nodes_of(path: Path, layers: tuple[str, ...]) -> list[str]:
+    if not layers:
+        return []
+    import onnx
+
+    from edgetl.errors import CheckFailedError
+
+    names = [node.name for node in onnx.load(str(path)).graph.node]
+    found = sorted({n for n in names for layer in layers if f"/{layer}/" in n})
+    if not found:
+        raise CheckFailedError(f"float fallback: no ONNX node belongs to the layers {', '.join(layers)}")
+    return found

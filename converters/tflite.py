@@ -36,7 +36,8 @@ class KerasToTFLite:
                               autograph=False)
         # No trackable object: with one, TensorFlow first exports a SavedModel (~10x slower, same ops);
         # the closure keeps `model` and its variables alive for the conversion.
-        converter = t.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+        concrete = function.get_concrete_function()
+        converter = t.lite.TFLiteConverter.from_concrete_functions([concrete])
         if options.quantize != "none":
             converter.optimizations = [t.lite.Optimize.DEFAULT]
         if options.quantize == "fp16":
@@ -47,17 +48,40 @@ class KerasToTFLite:
             io_type = {"float32": t.float32, "int8": t.int8, "uint8": t.uint8}[options.io_dtype]
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
+            converter._experimental_disable_per_channel = not options.per_channel  # no public switch
+        facts: dict[str, Any] = {"converter": "tf.lite.TFLiteConverter", "batch": 1}
         try:
             flatbuffer = converter.convert()
+            if options.float_fallback:
+                flatbuffer, facts["float_nodes"] = _with_float_fallback(concrete, converter, flatbuffer, source,
+                                                                         options.float_fallback)
         except Exception as exc:  # the converter raises ConverterError and plain Exceptions alike
             raise CheckFailedError(f"TFLite conversion ({options.quantize}) failed: {str(exc).splitlines()[0]}") from exc
         out.write_bytes(flatbuffer)
-        facts: dict[str, Any] = {"converter": "tf.lite.TFLiteConverter", "batch": 1}
         if options.quantize == "int8":
             facts["calibration_images"] = int(len(source.calibration))
+            facts["weights"] = "int8 per-channel" if options.per_channel else "int8 per-tensor"
         return facts
 
 
 def _representative(images: np.ndarray) -> Iterator[list[np.ndarray]]:
     for image in images:
         yield [image[None].astype(np.float32)]
+
+
+def _with_float_fallback(concrete: Any, converter: Any, full_int8: bytes, source: ConversionInput,
+                         layers: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """Selective quantization: the ops of `layers` stay float (TFLite's QuantizationDebugger denylist);
+    QUANTIZE/DEQUANTIZE ops go in at the borders, so the model is no longer full-integer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    t = tf()
+    names = [d["name"] for d in Interpreter(model_content=full_int8).get_tensor_details()]
+    nodes = sorted({n for n in names for layer in layers if f"/{layer}/" in n})
+    if not nodes:
+        raise CheckFailedError(f"float fallback: no TFLite op belongs to the layers {', '.join(layers)}")
+    converter.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8, t.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = t.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: _representative(source.calibration[:8]),
+        debug_options=t.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes))
+    return debugger.get_nondebug_quantized_model(), nodes

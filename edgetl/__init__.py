@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from edgetl.manifest import Manifest
 
-__all__ = ["__version__", "train"]
+__all__ = ["__version__", "compress", "train"]
 
 
 def train(data: str, output: str, **options: Any) -> "Manifest":
@@ -26,3 +26,17 @@ def train(data: str, output: str, **options: Any) -> "Manifest":
     from edgetl.training import run_training
 
     return run_training(TrainConfig.create(data=data, output=output, **options))
+
+
+def compress(run: str, **options: Any) -> dict[str, Any]:
+    """Compress the training run RUN for a target within an accuracy budget.
+
+    Keyword options are the fields of `edgetl.compress.CompressOptions` (target, recipes,
+    max_accuracy_drop, repair, verify_size, seed, threads). Returns the report; its
+    `["compress"]["recommended"]` is the artifact to ship, or None when nothing met the budget.
+    """
+    from edgetl.compress import CompressOptions, run_compress
+
+    if isinstance(options.get("recipes"), str):
+        options["recipes"] = (options["recipes"],)
+    return run_compress(run, CompressOptions(**options))

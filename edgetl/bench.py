@@ -84,7 +84,8 @@ def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
             manifest = read_manifest(path)  # integrity first: a tampered artifact is never measured
             if manifest.kind == "run":
                 run = Run.open(path)
-                artifacts = sorted(p for p in (path / "artifacts").glob("*") if (p / MANIFEST_NAME).is_file())
+                artifacts = sorted(p for p in (path / "artifacts").glob("*")  # hidden: staging or rejected
+                                   if not p.name.startswith(".") and (p / MANIFEST_NAME).is_file())
                 if not artifacts:
                     raise InputError(f"{path}: this run has no artifacts; run `edgetl export` (or compress) first")
                 entries += [_artifact_entry(a, read_manifest(a), run) for a in artifacts]
@@ -211,7 +212,7 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
                                     "min_agreement": options.min_agreement}},
               "reference": reference_info, "artifacts": report_entries}
     report["recommendations"] = recommend(report_entries, profiles)
-    report["pareto"] = _pareto(report_entries)
+    report["pareto"] = pareto(report_entries)
     out = options.out or ((run.path / "bench") if run is not None else Path("edgetl-bench"))
     report["report_dir"] = str(out)
     write_reports(report, out)
@@ -308,7 +309,7 @@ def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, A
     return out
 
 
-def _pareto(entries: list[dict[str, Any]]) -> list[str]:
+def pareto(entries: list[dict[str, Any]]) -> list[str]:
     from edgetl.report_render import pareto_front
 
     points = [{"name": e["name"], "latency_ms": _p50(e, 1), "accuracy": e["parity"]["accuracy"], "bytes": e["bytes"]}

@@ -6,15 +6,16 @@ failed, 2 bad usage or input. Nothing heavy is imported until a command runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from edgetl import __version__
-from edgetl.errors import EdgetlError, NotBuiltError
+from edgetl.errors import EdgetlError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,6 +31,15 @@ def cli() -> None:
 
 def _emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2))
+
+
+def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("expected comma-separated thread counts, e.g. 1,2") from None
 
 
 @cli.command()
@@ -59,6 +69,12 @@ def _emit_json(doc: Any) -> None:
               help="Include horizontal flips in augmentation (turn off for text, digits, asymmetric objects).")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="Unreadable images: skip and list them, or stop.")
+@click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
+              help="balanced: weight the loss by inverse class frequency (for imbalanced data).")
+@click.option("--allow-outside-root", is_flag=True,
+              help="Let a CSV's paths lead outside the CSV's folder (after '..' and symlinks).")
+@click.option("--trust-model", is_flag=True,
+              help="Let a --weights .keras file run its own Python code (Lambda layers). Only for trusted files.")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
@@ -136,6 +152,43 @@ def export(run: str, fmt: str, output: str | None, as_json: bool, **options: Any
 
 
 @cli.command()
+@click.argument("run", type=click.Path(path_type=str))
+@click.option("--target", default="x86-cpu", show_default=True,
+              help="Device profile (see `edgetl targets`) or a profile .toml file.")
+@click.option("--recipe", "recipes", multiple=True,
+              help="A recipe string or .toml file; repeat for several candidates. Steps prune, cluster, qat, ptq "
+                   "joined by '+', options after ':', e.g. int8 | prune:sparsity=0.75+qat | cluster:clusters=8+qat. "
+                   "[default: every quantization mode the target takes]")
+@click.option("--max-accuracy-drop", type=float, default=0.5, show_default=True,
+              help="Accuracy budget: points below the float model on the run's validation split.")
+@click.option("--repair/--no-repair", default=True, show_default=True,
+              help="When int8 misses the budget: more calibration, per-tensor, float fallback, then QAT.")
+@click.option("--verify-size", type=int, default=64, show_default=True,
+              help="Validation images each file is verified on right after conversion.")
+@click.option("--threads", default=None, callback=_thread_list,
+              help="Thread counts to time, e.g. 1,4 [default: 1 and the target's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (see `recommended`).")
+def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop: float, repair: bool,
+             verify_size: int, threads: tuple[int, ...] | None, seed: int, as_json: bool) -> None:
+    """Compress a training RUN for a target within an accuracy budget; recommend the fastest that meets it."""
+    from edgetl.compress import CompressOptions, raise_if_nothing_recommended, run_compress
+    from edgetl.compress_report import render_text
+
+    from edgetl.locking import locked
+
+    options = CompressOptions(target=target, recipes=recipes, max_accuracy_drop=max_accuracy_drop, repair=repair,
+                              verify_size=verify_size, seed=seed, threads=threads)
+    with locked(Path(run)):  # one writer per run: compress and export add artifacts to it
+        report = run_compress(run, options)
+    if as_json:
+        _emit_json(report | {"recommended": report["compress"]["recommended"]})
+    else:
+        click.echo(render_text(report))
+    raise_if_nothing_recommended(report)
+
+
+@cli.command()
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON on stdout.")
 def inspect(path: str, as_json: bool) -> None:
@@ -147,13 +200,6 @@ def inspect(path: str, as_json: bool) -> None:
         _emit_json(report)
     else:
         click.echo(render_text(report))
-
-
-def _thread_list(ctx: Any, param: Any, value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("expected comma-separated thread counts, e.g. 1,2") from None
 
 
 @cli.command()
@@ -216,24 +262,12 @@ def targets(name: str | None, as_json: bool) -> None:
             click.echo(f"{profile.name:<11} {profile.runtime:<12} {','.join(profile.quantization):<22} {profile.description}")
 
 
-def _not_built(name: str, issue: int, what: str) -> Callable[..., None]:
-    @cli.command(name=name, help=f"{what} (arrives with issue #{issue}; not available yet).",
-                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        raise NotBuiltError(f"'edgetl {name}' is not available yet: it arrives with issue #{issue} ({what}).")
-
-    return command
-
-
-_not_built("compress", 6, "Prune, cluster, QAT and PTQ with an accuracy budget")
-
-
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort; edgetl's Interrupted says how to resume
+        cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
+        click.echo(str(cause) if cause and str(cause) else "aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -241,7 +275,13 @@ def main() -> None:
     except EdgetlError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:  # edgetl.errors.Interrupted says how to resume
+        click.echo(str(exc) or "interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a full disk outside a staged directory (which reports its own target)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        click.echo(f"error: {exc.filename or 'writing'}: no space left on device; free some space and re-run",
+                   err=True)
+        sys.exit(2)
     sys.exit(0)

@@ -1,4 +1,4 @@
-"""`edgetl demo`: the whole flow on built-in data, offline: train, export all 8 variants, bench.
+"""`edgetl demo`: the whole flow on built-in data, offline: train, then compress for x86 within a budget.
 
 Data: the UCI handwritten digits that scikit-learn ships inside its wheel (1,797 real 8x8 grayscale
 scans of digits 0-9 written by 43 people). They are real images, need no network, and are small
@@ -21,8 +21,8 @@ import numpy as np
 
 from edgetl.progress import say
 
-EXPORTS = [(fmt, mode) for fmt in ("tflite", "onnx") for mode in ("none", "fp16", "dynamic", "int8")]
-DEMO_GATE_PTS = 1.0  # accuracy drop allowed vs the float model, in points
+DEMO_TARGET = "x86-cpu"  # its candidates: every quantization mode in TFLite and ONNX (8 artifacts)
+DEMO_GATE_PTS = 0.5  # accuracy drop allowed vs the float model, in points
 
 DEMO_OPTIONS: dict[str, Any] = {
     "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 48, "weights": "none",
@@ -53,10 +53,11 @@ def write_digits_folder(root: Path) -> int:
 
 
 def run_demo(output: str, epochs: int | None = None) -> dict[str, Any]:
-    """Train, export every format x mode, bench them all; return the numbers and a printable table."""
+    """Train, compress for x86 (every format x mode, benched, repaired if int8 misses the budget);
+    return the numbers and a printable table."""
     import edgetl
-    from edgetl.bench import BenchOptions, run_bench
-    from edgetl.export import export_run
+    from edgetl.compress import CompressOptions, run_compress
+    from edgetl.compress_report import render_text
 
     started = time.perf_counter()
     root = Path(output)
@@ -68,43 +69,25 @@ def run_demo(output: str, epochs: int | None = None) -> dict[str, Any]:
         options["fine_tune_epochs"] = epochs
     manifest = edgetl.train(str(data_dir), str(run_dir), **options)
     trained = time.perf_counter()
-    for fmt, quantize in EXPORTS:
-        export_run(run_dir, format=fmt, quantize=quantize, verify_size=128)
-    exported = time.perf_counter()
-    report = run_bench([str(run_dir)], BenchOptions(threads=(1, 2), min_runs=50, min_seconds=0.5,
-                                                    max_accuracy_drop=DEMO_GATE_PTS, targets=("x86-cpu",)))
-    seconds = {"train": round(trained - started, 1), "export": round(exported - trained, 1),
-               "bench": round(time.perf_counter() - exported, 1), "total": round(time.perf_counter() - started, 1)}
+    report = run_compress(run_dir, CompressOptions(target=DEMO_TARGET, max_accuracy_drop=DEMO_GATE_PTS,
+                                                   verify_size=128, threads=(1, 2), min_runs=50))
+    seconds = {"train": round(trained - started, 1), "compress": round(time.perf_counter() - trained, 1),
+               "total": round(time.perf_counter() - started, 1)}
     metrics = manifest.metrics
-    recommended = report["recommendations"]["x86-cpu"]
+    recommended = report["compress"]["recommended"]
     rows = [("data", f"{data_dir} ({count} images, 10 classes)"),
             ("backbone", f"{options['backbone']} alpha {options['alpha']} at {options['image_size']} px, "
                          f"weights {options['weights']}"),
             ("validation accuracy", f"{metrics['val_accuracy']:.4f} on {metrics['val_images']} held-out images "
                                     f"(chance 0.10), best epoch {metrics['best_epoch']}"),
             ("run", f"{run_dir} (artifacts in {run_dir}/artifacts, reports in {report['report_dir']})"),
-            ("recommended (x86-cpu)", f"{recommended['artifact'] or 'none'}: {recommended['reason']}"),
-            ("wall time", f"{seconds['total']} s (train {seconds['train']}, export {seconds['export']}, "
-                          f"bench {seconds['bench']})")]
+            ("recommended (x86-cpu)", f"{recommended['name']}, {recommended['accuracy_drop_pts'] + 0.0:.2f} pts below "
+                                      f"float (budget {DEMO_GATE_PTS})" if recommended else
+                                      f"none within {DEMO_GATE_PTS} pts (see the report)"),
+            ("wall time", f"{seconds['total']} s (train {seconds['train']}, compress {seconds['compress']})")]
     width = max(len(k) for k, _ in rows)
     summary = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
     return {"data": str(data_dir), "run": str(run_dir), "val_accuracy": metrics["val_accuracy"],
             "per_class_accuracy": metrics["per_class_accuracy"], "seconds": seconds,
             "recommended": recommended, "report_dir": report["report_dir"],
-            "table": f"{summary}\n\n{artifact_table(report)}"}
-
-
-def artifact_table(report: dict[str, Any]) -> str:
-    """One line per artifact: size, accuracy and its change, agreement, latency, gate."""
-    header = f"{'artifact':<16} {'KB':>7} {'acc':>6} {'Δ pts':>6} {'agree':>6} {'p50 1T ms':>9} {'p50 2T ms':>9}  gate"
-    lines = [header, "-" * len(header)]
-    for a in report["artifacts"]:
-        if a["skipped"]:
-            lines.append(f"{a['name']:<16} skipped: {a['skipped']}")
-            continue
-        p50 = {row["threads"]: row["p50_ms"] for row in a["latency"]}
-        p = a["parity"]
-        gate = "pass" if a["gate"]["passed"] else "FAIL " + "; ".join(a["gate"]["reasons"])
-        lines.append(f"{a['name']:<16} {a['bytes'] / 1024:>7.0f} {p['accuracy']:>6.3f} {p['accuracy_delta_pts']:>+6.2f} "
-                     f"{p['top1_agreement']:>6.3f} {p50.get(1, float('nan')):>9.3f} {p50.get(2, float('nan')):>9.3f}  {gate}")
-    return "\n".join(lines)
+            "table": f"{summary}\n\n{render_text(report)}"}

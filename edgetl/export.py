@@ -20,6 +20,7 @@ from edgetl.converters import get_converter
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError, UsageError
 from edgetl.inspection import inspect_model
+from edgetl.locking import locked
 from edgetl.manifest import MANIFEST_NAME, Manifest, write_manifest
 from edgetl.model import LABELS_FILE, predict_in_batches
 from edgetl.progress import say
@@ -33,14 +34,36 @@ EXPORT_DISTRIBUTIONS = ("onnx", "tf2onnx", "onnxruntime", "ai-edge-litert")
 
 
 def export_run(run_path: str | Path, output: str | Path | None = None, **options: Any) -> Manifest:
+    export_options = checked_options(**options)
+    with locked(Path(run_path)):  # one writer per run: export and compress add artifacts to it
+        run = Run.open(run_path)
+        target = Path(output) if output else run.path / "artifacts" / export_options.variant
+        return export_model(run, run.model, export_options, target)
+
+
+def checked_options(**options: Any) -> ExportOptions:
     export_options = ExportOptions(**options)
     problems = export_options.problems()
     converter = get_converter(export_options.format) if not problems else None
     problems += converter.check(export_options) if converter else []
     if problems:
         raise UsageError("; ".join(problems))
-    run = Run.open(run_path)
-    target = Path(output) if output else run.path / "artifacts" / export_options.variant
+    return export_options
+
+
+def options_json(export_options: ExportOptions) -> dict[str, Any]:
+    """The options as a manifest records them (JSON types: tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(export_options)))
+
+
+def export_model(run: Run, model: Any, export_options: ExportOptions, target: Path, name: str | None = None,
+                 sections: dict[str, Any] | None = None, accuracy_gated: bool = False) -> Manifest:
+    """Convert `model` (the run's, or a compressed copy of it) into the artifact folder `target`,
+    verified against `model` itself. `name` is the variant recorded (default: the options' variant).
+    `accuracy_gated`: the caller gates accuracy itself (compress's budget), so a lossy mode's agreement
+    shortfall is recorded in the manifest rather than rejected; structural problems always reject."""
+    converter = get_converter(export_options.format)
+    name = name or export_options.variant
     if target.exists() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
         raise UsageError(f"-o {target}: exists and is not an edgetl artifact; choose another path")
     model_name = f"model{converter.suffix}"
@@ -52,28 +75,33 @@ def export_run(run_path: str | Path, output: str | Path | None = None, **options
         calibration = load_images(paths, run.image_size, run.preprocessing)
         calibration_info = {"images": len(paths), "split": "train", "stratified": True,
                             "fingerprint": _fingerprint(paths)}
-    source = ConversionInput(run.model, run.image_size, run.labels, calibration)
+    source = ConversionInput(model, run.image_size, run.labels, calibration)
     with staged_directory(target) as staging:
-        say(f"converting {run.path} to {export_options.format} ({export_options.quantize})")
+        say(f"converting {run.path} to {export_options.format} ({name})")
         facts = converter.convert(source, export_options, staging / model_name)
         _add_metadata(staging / model_name, run, export_options)
         shutil.copyfile(run.path / LABELS_FILE, staging / LABELS_FILE)
-        verification = _verify(staging / model_name, run, export_options)
+        verification = _verify(staging / model_name, run, model, export_options)
+        if accuracy_gated and export_options.quantize != "none":
+            verification["accuracy_warnings"] = verification.pop("numeric_problems")
+            verification["problems"] = [p for p in verification["problems"] if p not in verification["accuracy_warnings"]]
+        else:
+            del verification["numeric_problems"]
         if verification["problems"]:
             rejected = target.parent / f".{target.name}.rejected"
             shutil.rmtree(rejected, ignore_errors=True)
             (staging / "verification.json").write_text(json.dumps(verification, indent=2))
             shutil.copytree(staging, rejected)
-            raise CheckFailedError(f"{export_options.variant} failed verification (file kept in {rejected}): "
+            raise CheckFailedError(f"{name} failed verification (file kept in {rejected}): "
                                    + "; ".join(verification["problems"]))
         manifest = Manifest(
-            kind="artifact", files={}, options=dataclasses.asdict(export_options),
+            kind="artifact", files={}, options=options_json(export_options),
             metrics=verification["numbers"], versions=versions(EXPORT_DISTRIBUTIONS), parent=run.reference(),
             sections={"artifact": {"format": export_options.format, "quantize": export_options.quantize,
-                                   "model_file": model_name, "variant": export_options.variant},
+                                   "model_file": model_name, "variant": name},
                       "conversion": facts, "calibration": calibration_info,
                       "verification": {k: v for k, v in verification.items() if k != "numbers"},
-                      "backbone": run.manifest.sections["backbone"], "labels": run.labels})
+                      "backbone": run.manifest.sections["backbone"], "labels": run.labels, **(sections or {})})
         written = write_manifest(staging, manifest, [model_name, LABELS_FILE])
     say(f"wrote {target}/ ({model_name}: {written.files[model_name].bytes:,} bytes, "
         f"top-1 agreement {verification['numbers']['top1_agreement']:.3f})")
@@ -112,7 +140,7 @@ def _add_metadata(path: Path, run: Run, options: ExportOptions) -> None:
         onnx.save(model, str(path))
 
 
-def _verify(path: Path, run: Run, options: ExportOptions) -> dict[str, Any]:
+def _verify(path: Path, run: Run, model: Any, options: ExportOptions) -> dict[str, Any]:
     problems: list[str] = []
     info = inspect_model(path)
     problems += structure_problems(info, options, run.image_size, len(run.labels))
@@ -125,12 +153,12 @@ def _verify(path: Path, run: Run, options: ExportOptions) -> dict[str, Any]:
             problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
     paths, labels = run.sample("val", options.verify_size, options.seed)
     images = load_images(paths, run.image_size, run.preprocessing)
-    reference = predict_in_batches(run.model, images)
+    reference = predict_in_batches(model, images)
     session = open_session(path)
     feed = images.transpose(0, 3, 1, 2) if options.nchw else images
     numbers = agreement(reference, session.predict(np.ascontiguousarray(feed)), np.asarray(labels))
     numbers["bytes"] = path.stat().st_size
-    problems += numeric_problems(numbers, options.quantize)
-    return {"problems": problems, "numbers": numbers, "tolerances": TOLERANCES[options.quantize],
+    numeric = numeric_problems(numbers, options.quantize)
+    return {"problems": problems + numeric, "numeric_problems": numeric, "numbers": numbers, "tolerances": TOLERANCES[options.quantize],
             "runtime": session.runtime, "op_histogram": info["op_histogram"],
             "inputs": info["inputs"], "outputs": info["outputs"]}

@@ -65,7 +65,8 @@ def _tflite_problems(info: dict[str, Any], options: ExportOptions, size: int, cl
         found.append("no weight-bearing ops found (conv / fully connected)")
     if options.quantize == "int8":
         float_ops = [f"{op['op']} -> {op['outputs'][0]['name']}" for op in info["ops"] if op["op"] not in BOUNDARY_OPS
-                     and any(t["dtype"] in ("float32", "float16") for t in op["inputs"] + op["outputs"])]
+                     and any(t["dtype"] in ("float32", "float16") for t in op["inputs"] + op["outputs"])
+                     and not _in_fallback(op["outputs"][0]["name"], options)]
         if float_ops:
             found.append(f"{len(float_ops)} op(s) still float in an int8 model: {'; '.join(float_ops[:5])}")
     elif options.quantize == "fp16" and "float16" not in info["tensor_dtypes"]:
@@ -98,6 +99,8 @@ def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, clas
     weights = [(op, op["inputs"][1]) for op in info["ops"] if op["op"] in ONNX_WEIGHT_OPS and len(op["inputs"]) > 1]
     if options.quantize == "int8":
         for op, weight in weights:
+            if _in_fallback(op["name"], options):
+                continue
             source = producers.get(weight)
             ok = (source is not None and source["op"] == "DequantizeLinear"
                   and info["initializers"].get(source["inputs"][0]) == "int8")
@@ -114,6 +117,11 @@ def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, clas
     if "labels" not in info["metadata"]:
         found.append("no labels in metadata_props")
     return found[:20]
+
+
+def _in_fallback(name: str, options: ExportOptions) -> bool:
+    """An op the user asked to keep float (selective quantization): float there is expected."""
+    return any(f"/{layer}/" in name for layer in options.float_fallback)
 
 
 def agreement(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

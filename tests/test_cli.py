@@ -34,12 +34,14 @@ def test_version_and_train_help():
         assert option in help_text
 
 
-@pytest.mark.parametrize("command", ["compress"])
-def test_commands_not_built_yet_exit_2_naming_their_issue(command):
-    result = run_cli(command, "some-run", "--json")
-    assert result.returncode == 2
-    assert "not available yet" in result.stderr and "issue #" in result.stderr
+def test_compress_bad_recipe_is_a_usage_error_before_any_work(tmp_path):
+    result = run_cli("compress", str(tmp_path / "no-run"), "--recipe", "prune:sparsity=2+ptq:mode=fp8", "--json")
+    _assert_clean_usage_error(result, "--recipe", "sparsity must be between 0 and 1", "mode must be one of")
     assert result.stdout == ""
+
+
+def test_compress_missing_run_is_a_usage_error(tmp_path):
+    _assert_clean_usage_error(run_cli("compress", str(tmp_path / "no-run")), "no-run", "not a run directory")
 
 
 def _assert_clean_usage_error(result, *fragments):

@@ -2,6 +2,9 @@
 
 The matrix the field lacks: TFMOT breaks on tf_keras MobileNetV3 (TFOpLambda hard-swish), on
 EfficientNet-B* (Rescaling, SE) and on nested transfer models. edgetl's backbones must all pass.
+EfficientNet-Lite1..3 are left to their ends of the range, Lite0 and Lite4: the five share every
+layer type and block and differ only in depth/width/resolution coefficients (all five build and
+train in test_backbones.py); this keeps the CI run within its time budget.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from edgetl.model import build_classifier
 
 TECHNIQUES = {"prune": prune, "cluster": cluster, "qat": qat}
 SIZE = 32
+MIDDLE_LITES = ("efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3")
 
 
 def _alpha(name: str) -> float:
@@ -26,7 +30,7 @@ def _alpha(name: str) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("technique", sorted(TECHNIQUES))
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", sorted(n for n in BACKBONES if n not in MIDDLE_LITES))
 def test_backbone_compresses_and_converts_to_full_int8(name, technique, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (8, SIZE, SIZE, 3)).astype("float32")

@@ -75,7 +75,8 @@ def test_a_numerically_wrong_file_fails_verification(run, exported, tmp_path):
     weight.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(weight)), weight.name))
     damaged = tmp_path / "model.onnx"
     onnx.save(model, str(damaged))
-    result = _verify(damaged, Run.open(run), ExportOptions(format="onnx", quantize="none", verify_size=24))
+    opened = Run.open(run)
+    result = _verify(damaged, opened, opened.model, ExportOptions(format="onnx", quantize="none", verify_size=24))
     assert any("max |difference| from the Keras model" in p for p in result["problems"])
 
 

@@ -123,10 +123,14 @@ def annotate_for_qat(model: Any) -> Any:
         return keras().models.clone_model(model, clone_function=annotate_layer)
 
 
-def quantize_model(model: Any) -> Any:
-    """The QAT model of `model` (fake-quantized, trainable, its own copy of the weights)."""
+def quantize_model(model: Any, scheme: Any = None) -> Any:
+    """The QAT model of `model` (fake-quantized, trainable, its own copy of the weights); `scheme` is a
+    TFMOT QuantizeScheme (default: Default8BitQuantizeScheme)."""
     with quantize_scope():
-        return tfmot.quantization.keras.quantize_apply(annotate_for_qat(model))
+        annotated = annotate_for_qat(model)
+        if scheme is None:
+            return tfmot.quantization.keras.quantize_apply(annotated)
+        return tfmot.quantization.keras.quantize_apply(annotated, scheme)
 
 
 def _elementwise_clone(layer: Any) -> Any:

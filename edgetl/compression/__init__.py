@@ -5,3 +5,17 @@ as usual) and `strip(model)` returning a plain Keras model again. Only layers a 
 are wrapped (a per-layer clone function), so custom layers such as HardSwish pass through untouched.
 The `edgetl compress` command (issue #6) builds recipes from these steps.
 """
+
+from typing import Any
+
+
+def kernels(model: Any, kinds: tuple[str, ...]) -> list[Any]:
+    """The kernels (numpy) of the `kinds` layers, looking inside TFMOT wrappers such as QAT's, whose
+    inner layers keep their kernel variables but report no weights of their own."""
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if type(inner).__name__ in kinds:
+            kernel = getattr(inner, "depthwise_kernel", None)
+            found.append((kernel if kernel is not None else inner.kernel).numpy())
+    return found

@@ -1,0 +1,178 @@
+"""`edgetl compress`: each recipe step on a tiny trained run, the repair ladder, the budget gate, resume.
+
+The ladder test injects a layer int8 cannot represent: one channel of a linear bottleneck scaled by
+1000 (and the next convolution's weights for it divided by 1000), so the float model computes the
+same function while the per-tensor int8 activation scale of that tensor wipes out every other channel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from edgetl.compression import cluster, prune
+from edgetl.compression.finetune import apply_training_steps
+from edgetl.compression.recipe import parse
+from edgetl.compression.sensitivity import fallback_layers, layer_sensitivity
+from edgetl.manifest import read_manifest, write_manifest
+from edgetl.model import LABELS_FILE, MODEL_FILE, load_model
+from edgetl.run_dir import Run, load_images
+
+TFLITE_INT8_PROFILE = """schema_version = 1
+name = "tflite-int8-only"
+description = "test profile: LiteRT, int8 TFLite only"
+runtime = "litert"
+formats = ["tflite"]
+quantization = ["int8"]
+threads = 1
+"""
+
+
+def _profile(tmp_path: Path) -> str:
+    path = tmp_path / "tflite-int8-only.toml"
+    path.write_text(TFLITE_INT8_PROFILE)
+    return str(path)
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("artifacts", "bench", "compress"))
+    return to
+
+
+@pytest.fixture(scope="module")
+def sensitive_run(run, tmp_path_factory):
+    """The trained fixture run with an outlier channel injected (same float function)."""
+    target = _copy_run(run, tmp_path_factory.mktemp("sensitive") / "run")
+    model = load_model(target / MODEL_FILE)
+    bn = model.get_layer("block_16_project_BN")
+    gamma, beta, mean, variance = bn.get_weights()
+    gamma[0] *= 1000.0
+    beta[0] *= 1000.0
+    bn.set_weights([gamma, beta, mean, variance])
+    conv = model.get_layer("Conv_1")
+    weights = conv.get_weights()
+    weights[0][:, :, 0, :] /= 1000.0
+    conv.set_weights(weights)
+    model.save(str(target / MODEL_FILE))
+    write_manifest(target, read_manifest(target, verify=False), [MODEL_FILE, LABELS_FILE])
+    return target
+
+
+def test_prune_reaches_its_sparsity_and_2_by_4_structure(run):
+    model, facts = apply_training_steps(Run.open(run), parse("prune:structure=2:4,epochs=1"))
+    head = model.layers[-1].get_weights()[0]  # Dense kernel (inputs, classes): 2 of every 4 inputs zero
+    groups = head.reshape(-1, 4, head.shape[1])
+    assert np.all(np.sum(groups == 0, axis=1) >= 2)
+    assert prune.kernel_sparsity(model, ("Conv2D", "Dense")) >= 0.49
+    assert prune.kernel_sparsity(model, ("DepthwiseConv2D",)) < 0.05  # structured modes leave depthwise dense
+    assert facts["steps"][0]["name"] == "prune" and len(facts["steps"][0]["loss"]) == 1
+
+
+def test_cluster_after_prune_keeps_both(run):
+    model, facts = apply_training_steps(Run.open(run), parse("prune:sparsity=0.6,epochs=1+cluster:clusters=4,epochs=1"))
+    assert facts["steps"][1]["preserve_sparsity"] is True
+    assert cluster.max_unique_values(model) <= 5  # 4 centroids, plus zero kept apart
+    assert prune.kernel_sparsity(model) >= 0.55
+
+
+def test_pqat_converts_to_full_int8_and_keeps_its_zeros(run, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    work = _copy_run(run, tmp_path / "run")
+    result = run_cli("compress", str(work), "--target", _profile(tmp_path), "--recipe",
+                     "prune:sparsity=0.5,epochs=2,learning_rate=0.001+qat:epochs=1", "--max-accuracy-drop", "100",
+                     "--no-repair", "--verify-size", "18", "--threads", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    recommended = report["recommended"]
+    assert recommended["name"] == "tflite-int8-prune_epochs2_learning_rate0.001-qat_epochs1"
+    manifest = read_manifest(recommended["path"])  # verification passed: full-int8 structure checked on export
+    assert manifest.sections["compress"]["training"]["steps"][1]["preserve"] == "prune"
+    interpreter = Interpreter(model_path=recommended["model_file"])
+    kernels = [interpreter.get_tensor(d["index"]) for d in interpreter.get_tensor_details()
+               if d["dtype"] == np.int8 and len(d["shape"]) == 4 and d["shape"][-1] > 1 and d["shape"][0] > 1]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
+    assert zeros >= 0.4, f"PQAT lost the pruned zeros: {zeros:.2f} of int8 conv weights are zero"
+
+
+def test_sensitivity_pass_finds_the_injected_layer(sensitive_run):
+    opened = Run.open(sensitive_run)
+    paths, _ = opened.sample("train", 16)
+    ranked = layer_sensitivity(opened.model, load_images(paths, opened.image_size, opened.preprocessing))
+    assert ranked[0]["layer"] == "block_16_project_BN", ranked[:3]
+    assert ranked[0]["score"] > 10 * ranked[1]["score"]
+    assert set(fallback_layers(opened.model, ["block_16_project_BN"])) >= {"block_16_project", "block_16_project_BN",
+                                                                            "Conv_1"}
+
+
+def test_ladder_repairs_int8_with_float_fallback_and_reports_it(sensitive_run, tmp_path):
+    result = run_cli("compress", str(sensitive_run), "--target", _profile(tmp_path), "--max-accuracy-drop", "12",
+                     "--verify-size", "18", "--threads", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    plain = next(a for a in report["artifacts"] if a["name"] == "tflite-int8")
+    assert not plain["gate"]["passed"], "the injected outlier should break plain int8"
+    attempts = report["compress"]["repair"]
+    assert attempts[-1]["passed"] and attempts[-1]["attempt"].startswith("float fallback")
+    assert "Conv_1" in attempts[-1]["float_layers"]
+    assert all(not a.get("passed") for a in attempts[:-1])
+    assert report["recommended"]["name"] == attempts[-1]["name"]
+    assert Path(report["recommended"]["path"], "manifest.json").is_file()
+    markdown = (sensitive_run / "compress" / "report.md").read_text()
+    assert "Repair ladder" in markdown and "block_16_project_BN" in markdown
+
+
+def test_budget_missed_exits_1_with_the_best_found_and_reports(sensitive_run, tmp_path):
+    result = run_cli("compress", str(sensitive_run), "--target", _profile(tmp_path), "--recipe", "int8",
+                     "--max-accuracy-drop", "0.5", "--no-repair", "--verify-size", "18", "--threads", "1")
+    assert result.returncode == 1, result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "best found: tflite-int8" in error[0] and "--max-accuracy-drop 0.5" in error[0]
+    assert "no artifact meets the budget" in result.stdout
+    report = json.loads((sensitive_run / "compress" / "report.json").read_text())
+    assert report["compress"]["recommended"] is None
+
+
+def test_resume_reuses_finished_candidates_and_rebuilds_damaged_ones(run, tmp_path):
+    from edgetl.compress import CompressOptions, run_compress
+
+    work = _copy_run(run, tmp_path / "run")
+    options = CompressOptions(target="x86-cpu", recipes=("int8", "float"), max_accuracy_drop=100, repair=False,
+                              verify_size=18, threads=(1,), min_runs=5, min_seconds=0.0)
+    first = run_compress(work, options)
+    assert {c["status"] for c in first["compress"]["candidates"]} == {"built"}
+    int8_file = work / "artifacts" / "tflite-int8" / "model.tflite"
+    built_at = int8_file.stat().st_mtime_ns
+    damaged = work / "artifacts" / "onnx-none" / "model.onnx"
+    damaged.write_bytes(damaged.read_bytes() + b"tampered")
+    shutil.rmtree(work / "artifacts" / "tflite-none")  # as if interrupted before this candidate
+    second = run_compress(work, options)
+    status = {c["name"]: c["status"] for c in second["compress"]["candidates"]}
+    assert status == {"tflite-int8": "reused", "onnx-int8": "reused", "tflite-none": "built", "onnx-none": "built"}
+    assert int8_file.stat().st_mtime_ns == built_at
+    read_manifest(work / "artifacts" / "onnx-none")  # rebuilt: hashes match again
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_batchnorm_folding_keeps_the_function(name):
+    from edgetl.backbones import get_backbone
+    from edgetl.compression.fold import fold_batchnorm
+    from edgetl.model import build_classifier
+
+    model = build_classifier(get_backbone(name), 32, 0.35 if name == "mobilenet_v2" else 0.75, 3, imagenet=False,
+                             dropout=0.0)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # statistics far from the identity, so a wrong fold shows
+        if type(layer).__name__ == "BatchNormalization":
+            shapes = [w.shape for w in layer.get_weights()]
+            layer.set_weights([rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, 0.1, shapes[1]),
+                               rng.normal(0, 0.1, shapes[2]), rng.uniform(0.5, 1.5, shapes[3])])
+    folded, count = fold_batchnorm(model)
+    assert count > 30 and not any(type(layer).__name__ == "BatchNormalization" for layer in folded.layers)
+    x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    assert np.abs(model.predict(x, verbose=0) - folded.predict(x, verbose=0)).max() < 1e-5
