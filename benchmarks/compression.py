@@ -80,7 +80,7 @@ def main() -> int:
               "machine": report["machine"], "rows": rows,
               "goals": {k: {"value": v, "met": bool(ok)} for k, (v, ok) in goals.items()}}
     (args.out / "compression.json").write_text(json.dumps(result, indent=2))
-    print(f"| recipe | artifact | bytes | gzip | accuracy | drop (pts) | p50 1T ms |\n|---|---|---|---|---|---|---|")
+    print("| recipe | artifact | bytes | gzip | accuracy | drop (pts) | p50 1T ms |\n|---|---|---|---|---|---|---|")
     for recipe, row in rows.items():
         print(f"| {recipe} | {row['artifact']} | {row['bytes']:,} | {row['gzip_bytes']:,} | {row['accuracy']:.4f} | "
               f"{row['drop_pts']:.2f} | {row['p50_ms_1t']:.3f} |")

@@ -20,7 +20,8 @@ def train(data: str, output: str, **options: Any) -> "Manifest":
 
     Keyword options are the fields of `edgetl.config.TrainConfig` (backbone, alpha, weights,
     image_size, epochs, fine_tune_epochs, fine_tune_layers, batch_size, val_split, val_dir, seed,
-    augment, flip, on_bad_image, learning_rate, overwrite). Returns the run's manifest.
+    augment, flip, on_bad_image, class_weights, head, regularizer, regularizer_strength, clipnorm,
+    layer_lr_decay, learning_rate, fine_tune_learning_rate, overwrite). Returns the run's manifest.
     """
     from edgetl.config import TrainConfig
     from edgetl.training import run_training

@@ -76,6 +76,14 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--trust-model", is_flag=True,
               help="Let a --weights .keras file run its own Python code (Lambda layers). Only for trusted files.")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--head", type=click.Choice(["linear", "mlp", "attention"]), default="linear", show_default=True,
+              help="Classifier head: average pooling + linear, + a hidden layer (mlp), or attention pooling.")
+@click.option("--regularizer", type=click.Choice(["none", "l2", "l2sp"]), default="none", show_default=True,
+              help="Weight penalty: l2 towards zero, or l2sp towards the starting (pretrained) weights.")
+@click.option("--regularizer-strength", type=float, default=1e-3, show_default=True)
+@click.option("--clipnorm", type=float, default=None, help="Clip each step's gradients to this global norm.")
+@click.option("--layer-lr-decay", type=float, default=None,
+              help="Per-layer learning-rate decay from head to stem, e.g. 0.9 (the stem moves least).")
 @click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON on stdout.")

@@ -35,6 +35,11 @@ class TrainConfig:
     trust_model: bool = False  # --weights .keras files may run their own code (Lambda layers)
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
+    head: str = "linear"  # "mlp" | "attention": see edgetl/heads.py
+    regularizer: str = "none"  # "l2" | "l2sp": see edgetl/constraints.py
+    regularizer_strength: float = 1e-3
+    clipnorm: float | None = None  # global gradient-norm clip
+    layer_lr_decay: float | None = None  # per-layer learning-rate decay from head to stem, in (0, 1]
     dropout: float = 0.2
     overwrite: bool = False
 
@@ -93,6 +98,27 @@ class TrainConfig:
                 found.append(f"{name}: must be > 0")
         if not 0 <= self.dropout < 1:
             found.append("dropout: must be in [0, 1)")
+        found += self._constraint_problems()
+        return found
+
+    def _constraint_problems(self) -> list[str]:
+        from edgetl.constraints import REGULARIZERS
+        from edgetl.heads import HEADS
+
+        found = []
+        if self.head not in HEADS:
+            found.append(f"--head: must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.regularizer not in REGULARIZERS:
+            found.append(f"--regularizer: must be one of {', '.join(REGULARIZERS)}, got {self.regularizer!r}")
+        elif self.regularizer == "l2sp" and self.weights == "none":
+            found.append("--regularizer l2sp pulls towards the starting weights: it needs --weights "
+                         "imagenet, a weights file or a run, not none (use l2)")
+        if not self.regularizer_strength > 0:
+            found.append("--regularizer-strength: must be > 0")
+        if self.clipnorm is not None and not self.clipnorm > 0:
+            found.append("--clipnorm: must be > 0")
+        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
+            found.append("--layer-lr-decay: must be in (0, 1]")
         return found
 
     @property

@@ -16,19 +16,18 @@ from edgetl.backbones.spec import BackboneSpec
 from edgetl.errors import InputError, UsageError, WeightsUnavailableError
 from edgetl.tf_env import keras
 
-HEAD_PREFIX = "head_"
+from edgetl.heads import HEAD_PREFIX
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
 
 
 def build_classifier(spec: BackboneSpec, image_size: int, alpha: float, num_classes: int, *,
-                     imagenet: bool, dropout: float) -> Any:
-    k = keras()
+                     imagenet: bool, dropout: float, head: str = "linear") -> Any:
+    from edgetl.heads import HEADS
+
     base = _build_backbone(spec, image_size, alpha, imagenet)
-    x = k.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(base.output)
-    x = k.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    probs = k.layers.Dense(num_classes, activation="softmax", name=f"{HEAD_PREFIX}probs")(x)
-    return k.Model(base.input, probs, name=f"edgetl_{spec.name}")
+    probs = HEADS[head](base.output, num_classes, dropout)
+    return keras().Model(base.input, probs, name=f"edgetl_{spec.name}")
 
 
 def _build_backbone(spec: BackboneSpec, image_size: int, alpha: float, imagenet: bool) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl import batchnorm
+from edgetl import batchnorm, constraints
 from edgetl import dataset_index as dsi
 from edgetl.backbones import get_backbone
 from edgetl.config import TrainConfig
@@ -54,9 +54,16 @@ def _train(config: TrainConfig) -> Manifest:
 
     keras().utils.set_random_seed(config.seed)
     model = build_classifier(spec, image_size, config.alpha, len(full.classes),
-                             imagenet=config.weights == "imagenet", dropout=config.dropout)
+                             imagenet=config.weights == "imagenet", dropout=config.dropout, head=config.head)
     source = _load_source_weights(model, config)
     pretrained = config.weights != "none"
+    # Before any resume: L2-SP anchors at the weights training started from, not at a checkpoint.
+    constraints.add_weight_penalty(model, backbone_layers(model), config.regularizer, config.regularizer_strength)
+    multipliers = (constraints.layer_multipliers(model, backbone_layers(model), config.layer_lr_decay)
+                   if config.layer_lr_decay else None)
+
+    def optimizer_for(schedule: Any) -> Any:
+        return constraints.make_optimizer(schedule, config.clipnorm, multipliers)
 
     def dataset(index: dsi.DatasetIndex, training: bool) -> Any:
         return make_dataset(index.paths, index.labels, image_size=image_size, batch_size=config.batch_size,
@@ -82,7 +89,7 @@ def _train(config: TrainConfig) -> Manifest:
                 say("warning: --weights none with a frozen backbone trains the head on random features; "
                     "add --fine-tune-epochs with --fine-tune-layers all, or start from pretrained weights")
             _fit(model, data, progress, "head", config.learning_rate, 0, config.epochs,
-                 resumed.optimizer if resumed and resumed.phase == "head" else None)
+                 resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for)
         if config.fine_tune_epochs and progress.done < total:
             count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
             for i, layer in enumerate(layers):
@@ -91,7 +98,8 @@ def _train(config: TrainConfig) -> Manifest:
             say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
                 f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
             _fit(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
-                 config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None)
+                 config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
+                 optimizer_for)
         best = progress.best
         model.set_weights(best.weights)
         metrics = _evaluate(model, data.val, full.classes, best)
@@ -284,12 +292,12 @@ class _Progress:
 
 
 def _fit(model: Any, data: _Data, progress: _Progress, phase: str, learning_rate: float, first_epoch: int,
-         epochs: int, optimizer_state: list[Any] | None) -> None:
+         epochs: int, optimizer_state: list[Any] | None, optimizer_for: Any) -> None:
     """Train one phase: epochs first_epoch+1 .. first_epoch+epochs, skipping those already done."""
     k = keras()
     # Cosine decay to zero: large steps early, and weights that settle at the end.
     schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * len(data.train)))
-    model.compile(optimizer=k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=optimizer_for(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     if optimizer_state:  # resuming inside this phase: the step count (schedule) and Adam's moments
         model.optimizer.build(model.trainable_variables)

@@ -102,9 +102,10 @@ def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, clas
             if _in_fallback(op["name"], options):
                 continue
             source = producers.get(weight)
-            ok = (source is not None and source["op"] == "DequantizeLinear"
-                  and info["initializers"].get(source["inputs"][0]) == "int8")
-            if not ok:
+            dequantized = source is not None and source["op"] == "DequantizeLinear"
+            if not (weight in info["initializers"] or (dequantized and source["inputs"][0] in info["initializers"])):
+                continue  # activation x activation (e.g. attention pooling's MatMul): no weight to check
+            if not (dequantized and info["initializers"].get(source["inputs"][0]) == "int8"):
                 found.append(f"{op['op']} {op['name']!r} has float weights in an int8 model")
     elif options.quantize == "fp16":
         if "float16" not in info["initializer_dtypes"]:

@@ -262,3 +262,40 @@ def test_a_changed_command_or_changed_images_never_resume_and_say_why(data, tmp_
         assert "(the images changed); starting over" in capsys.readouterr().err
     finally:
         os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+KILL_PROFILE = """schema_version = 1
+name = "tflite-two-modes"
+description = "test profile: LiteRT, float and int8 TFLite"
+runtime = "litert"
+formats = ["tflite"]
+quantization = ["none", "int8"]
+threads = 1
+"""
+
+
+def test_sigkill_during_compress_leaves_only_complete_artifacts_and_the_rerun_finishes(run, tmp_path):
+    import shutil
+
+    from edgetl.manifest import read_manifest
+
+    work = tmp_path / "run"
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns("artifacts", "bench", "compress"))
+    profile = tmp_path / "tflite-two-modes.toml"
+    profile.write_text(KILL_PROFILE)
+    args = ["-m", "edgetl", "compress", str(work), "--target", str(profile), "--max-accuracy-drop", "100",
+            "--no-repair", "--verify-size", "18", "--threads", "1"]
+    log = tmp_path / "first.log"
+    proc = _start(args, log)
+    first = work / "artifacts" / "tflite-none" / "manifest.json"
+    _wait(proc, log, first.is_file, "the first artifact")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    for folder in (work / "artifacts").iterdir():
+        if not folder.name.startswith("."):
+            read_manifest(folder)  # every visible artifact is complete and intact
+    rerun = run_cli(*args[2:], "--json")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    status = {c["name"]: c["status"] for c in json.loads(rerun.stdout)["compress"]["candidates"]}
+    assert status == {"tflite-none": "reused", "tflite-int8": "built"}
+    assert not [p.name for p in (work / "artifacts").iterdir() if p.name.startswith(".")]

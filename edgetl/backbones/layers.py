@@ -86,7 +86,7 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 def output_quantized_layer_types() -> tuple[type, ...]:
     """Layer types TFMOT's default scheme cannot quantize by itself, annotated with OutputQuantizeConfig."""
-    return (HardSigmoid, HardSwish, keras().layers.Multiply)
+    return (HardSigmoid, HardSwish, keras().layers.Multiply, keras().layers.Dot)
 
 
 def quantize_scope() -> contextlib.AbstractContextManager:

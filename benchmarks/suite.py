@@ -1,0 +1,241 @@
+"""The performance suite of issue #10: every ratio measured side by side in one run.
+
+    python -m benchmarks [--out benchmarks] [--min-time 1.0] [--backbones a,b,c]
+
+Writes RESULTS.md and results.json (machine: CPU model, ISA flags, library versions). Models are the
+issue's: MobileNetV2, MobileNetV3-Small and EfficientNet-Lite0 at 224 px, alpha 1.0, 10 classes,
+random weights with realistic activation ranges (benchmarks/int8_speed.py), batch 1. Every latency
+is the median of three alternating rounds (files interleaved, so machine load hits all alike), each
+round a p50 over at least `--min-time` seconds.
+
+Ratios and goals:
+- compute floor: best artifact p50 / (model MACs / peak fp32 MAC rate); the peak is measured here
+  with a dense [256x1024]x[1024x1024] matmul in LiteRT (XNNPACK), at the same thread count. <= 2.5
+- int8 / fp32 latency, LiteRT and ONNX Runtime. <= 0.6
+- ONNX Runtime / LiteRT latency, per mode (reported; no goal).
+- 2 threads / 1 thread. <= 0.7
+- edgetl's fp32 TFLite / a plain TFLiteConverter.from_keras_model file of the same model. <= 1.02
+- harness overhead: the runner's p50 (edgetl.latency.measure) / a bare invoke() loop. <= 1.03
+- `edgetl --help` wall time < 0.5 s (benchmarks/cli_startup.py measures it; repeated here).
+Not here yet: frozen-backbone training throughput (the feature cache of issue #7 does not exist),
+the recommendation vs the fastest passing artifact (run `edgetl demo`: compress reports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+BACKBONES = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0")
+SIZE = 224
+GOALS = {"floor": 2.5, "int8_over_fp32": 0.6, "two_over_one_thread": 0.7, "edgetl_over_plain": 1.02,
+         "harness_overhead": 1.03, "help_seconds": 0.5}
+
+
+def count_macs(model: Any) -> int:
+    """Multiply-accumulates of one image through the conv/depthwise/dense layers (the >99 % that matter)."""
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            continue
+        kernel = layer.get_weights()[0]
+        out = layer.output.shape
+        if kind == "Dense":
+            total += int(np.prod(kernel.shape))
+        elif kind == "Conv2D":
+            total += int(out[1] * out[2] * np.prod(kernel.shape))
+        else:  # depthwise: kh * kw per output element
+            total += int(out[1] * out[2] * out[3] * kernel.shape[0] * kernel.shape[1])
+    return total
+
+
+def _median_p50(openers: dict[str, Callable[[], Any]], image: np.ndarray, threads: int,
+                min_time: float) -> dict[str, float]:
+    from edgetl.latency import measure
+
+    runs: dict[str, list[float]] = {name: [] for name in openers}
+    for _ in range(3):
+        for name, opener in openers.items():
+            stats = measure(opener, image, threads=threads, warmup=10, min_runs=30, min_seconds=min_time / 3)
+            runs[name].append(stats.p50_ms)
+    return {name: float(np.median(values)) for name, values in runs.items()}
+
+
+def peak_mac_rate(scratch: Path, threads: int, min_time: float) -> float:
+    """MAC/s of a dense fp32 matmul in LiteRT with XNNPACK: this machine's practical fp32 peak."""
+    from edgetl.targets.litert import LiteRTSession
+    from edgetl.tf_env import tf
+
+    t = tf()
+    rows, inner, cols = 256, 1024, 1024
+    weight = t.constant(np.random.default_rng(0).normal(0, 0.03, (inner, cols)).astype(np.float32))
+    spec = t.TensorSpec([rows, inner], t.float32, name="x")
+    function = t.function(lambda x: t.matmul(x, weight), input_signature=[spec], autograph=False)
+    path = scratch / "matmul.tflite"
+    path.write_bytes(t.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()]).convert())
+    x = np.random.default_rng(1).normal(0, 1, (rows, inner)).astype(np.float32)
+    p50 = _median_p50({"matmul": lambda: LiteRTSession(path, num_threads=threads)}, x, threads, min_time)["matmul"]
+    return rows * inner * cols / (p50 / 1000.0)
+
+
+def bare_invoke_p50(path: Path, image: np.ndarray, min_time: float) -> float:
+    """p50 of a plain LiteRT invoke() loop, input set once: what the harness is compared against."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    for _ in range(10):
+        interpreter.invoke()
+    rounds = []
+    for _ in range(3):
+        durations, started_all = [], time.perf_counter()
+        while len(durations) < 30 or time.perf_counter() - started_all < min_time / 3:
+            started = time.perf_counter()
+            interpreter.invoke()
+            durations.append(time.perf_counter() - started)
+        rounds.append(float(np.percentile(np.asarray(durations) * 1000.0, 50)))
+    return float(np.median(rounds))
+
+
+def export_files(name: str, scratch: Path) -> tuple[dict[str, Path], int]:
+    from benchmarks.int8_speed import randomize_realistically
+    from edgetl.backbones import get_backbone
+    from edgetl.converters.base import ConversionInput, ExportOptions
+    from edgetl.converters.onnx_export import KerasToONNX
+    from edgetl.converters.tflite import KerasToTFLite
+    from edgetl.model import build_classifier
+    from edgetl.tf_env import tf
+
+    model = build_classifier(get_backbone(name), SIZE, 1.0, 10, imagenet=False, dropout=0.0)
+    randomize_realistically(model)
+    calibration = np.random.default_rng(0).uniform(-1, 1, (16, SIZE, SIZE, 3)).astype(np.float32)
+    source = ConversionInput(model, SIZE, [str(i) for i in range(10)], calibration)
+    files = {}
+    for fmt, mode, converter in (("tflite", "none", KerasToTFLite()), ("tflite", "int8", KerasToTFLite()),
+                                 ("onnx", "none", KerasToONNX()), ("onnx", "int8", KerasToONNX())):
+        files[f"{fmt}-{mode}"] = scratch / f"{name}-{fmt}-{mode}.{fmt}"
+        converter.convert(source, ExportOptions(format=fmt, quantize=mode), files[f"{fmt}-{mode}"])
+    plain = tf().lite.TFLiteConverter.from_keras_model(model)  # what a user writes by hand
+    files["plain-tflite"] = scratch / f"{name}-plain.tflite"
+    files["plain-tflite"].write_bytes(plain.convert())
+    return files, count_macs(model)
+
+
+def measure_backbone(name: str, scratch: Path, peak: dict[int, float], min_time: float) -> dict[str, Any]:
+    from edgetl.targets import open_session
+
+    files, macs = export_files(name, scratch)
+    image = np.random.default_rng(2).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+
+    def opener(path: Path, threads: int) -> Callable[[], Any]:
+        if path.suffix == ".tflite":
+            return lambda: open_session(path, num_threads=threads)
+        return lambda: open_session(path, intra_op_threads=threads)
+
+    p50 = {threads: _median_p50({k: opener(p, threads) for k, p in files.items()}, image, threads, min_time)
+           for threads in (1, 2)}
+    result: dict[str, Any] = {"macs": macs, "p50_ms": p50, "bytes": {k: p.stat().st_size for k, p in files.items()}}
+    ratios: dict[str, float] = {}
+    for threads in (1, 2):
+        row = p50[threads]
+        best = min(row["tflite-none"], row["tflite-int8"], row["onnx-none"], row["onnx-int8"])
+        floor_ms = macs / peak[threads] * 1000.0
+        ratios[f"floor_{threads}t"] = best / floor_ms
+        ratios[f"int8_over_fp32_litert_{threads}t"] = row["tflite-int8"] / row["tflite-none"]
+        ratios[f"int8_over_fp32_ort_{threads}t"] = row["onnx-int8"] / row["onnx-none"]
+        ratios[f"ort_over_litert_fp32_{threads}t"] = row["onnx-none"] / row["tflite-none"]
+        ratios[f"ort_over_litert_int8_{threads}t"] = row["onnx-int8"] / row["tflite-int8"]
+        ratios[f"edgetl_over_plain_{threads}t"] = row["tflite-none"] / row["plain-tflite"]
+    for key in ("tflite-none", "tflite-int8", "onnx-none", "onnx-int8"):
+        ratios[f"two_over_one_thread_{key}"] = p50[2][key] / p50[1][key]
+    bare = bare_invoke_p50(files["tflite-none"], image, min_time)
+    harness = _median_p50({"h": opener(files["tflite-none"], 1)}, image, 1, min_time)["h"]
+    ratios["harness_overhead"] = harness / bare
+    result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    return result
+
+
+def help_seconds() -> float:
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "edgetl", "--help"], capture_output=True, check=True)
+        runs.append(time.perf_counter() - started)
+    return float(np.median(runs))
+
+
+def render(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    lines = ["# Performance suite results", "",
+             f"`python -m benchmarks` on {machine['cpu']} ({machine['cores']} cores; "
+             f"{', '.join(machine['isa_flags'])}), {results['created']}; versions: "
+             + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".", "",
+             f"Peak fp32 MAC rate (LiteRT dense matmul): {results['peak_gmacs']['1']:.1f} GMAC/s at 1 thread, "
+             f"{results['peak_gmacs']['2']:.1f} at 2. `edgetl --help`: {results['help_seconds']:.3f} s "
+             f"(goal < {GOALS['help_seconds']}).", "",
+             "| backbone | MACs | threads | LiteRT fp32 | LiteRT int8 | ORT fp32 | ORT int8 | plain fp32 | "
+             "floor ms | best/floor (≤2.5) | int8/fp32 LiteRT, ORT (≤0.6) | ORT/LiteRT fp32, int8 | edgetl/plain (≤1.02) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in results["backbones"].items():
+        r = row["ratios"]
+        for threads in ("1", "2"):
+            p = row["p50_ms"][threads]
+            floor = row["macs"] / results["peak_gmacs"][threads] / 1e9 * 1000
+            lines.append(
+                f"| {name} | {row['macs'] / 1e6:.0f}M | {threads} | {p['tflite-none']:.3f} | {p['tflite-int8']:.3f} | "
+                f"{p['onnx-none']:.3f} | {p['onnx-int8']:.3f} | {p['plain-tflite']:.3f} | {floor:.3f} | "
+                f"{_mark(r[f'floor_{threads}t'], GOALS['floor'])} | "
+                f"{_mark(r[f'int8_over_fp32_litert_{threads}t'], GOALS['int8_over_fp32'])}, "
+                f"{_mark(r[f'int8_over_fp32_ort_{threads}t'], GOALS['int8_over_fp32'])} | "
+                f"{r[f'ort_over_litert_fp32_{threads}t']:.2f}, {r[f'ort_over_litert_int8_{threads}t']:.2f} | "
+                f"{_mark(r[f'edgetl_over_plain_{threads}t'], GOALS['edgetl_over_plain'])} |")
+    lines += ["", "| backbone | 2T/1T LiteRT fp32, int8 (≤0.7) | 2T/1T ORT fp32, int8 (≤0.7) | harness/bare invoke (≤1.03) |",
+              "|---|---|---|---|"]
+    for name, row in results["backbones"].items():
+        r = row["ratios"]
+        lines.append(f"| {name} | {_mark(r['two_over_one_thread_tflite-none'], 0.7)}, "
+                     f"{_mark(r['two_over_one_thread_tflite-int8'], 0.7)} | {_mark(r['two_over_one_thread_onnx-none'], 0.7)}, "
+                     f"{_mark(r['two_over_one_thread_onnx-int8'], 0.7)} | {_mark(r['harness_overhead'], 1.03)} |")
+    lines += ["", "Latencies are p50 in ms (median of 3 alternating rounds). A ratio in **bold** misses its goal.", ""]
+    return "\n".join(lines)
+
+
+def _mark(value: float, goal: float) -> str:
+    return f"{value:.2f}" if value <= goal else f"**{value:.2f}**"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--min-time", type=float, default=1.0)
+    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    args = parser.parse_args()
+    from edgetl.machine import machine_info
+    from edgetl.manifest import now_utc
+
+    results: dict[str, Any] = {"created": now_utc(), "machine": machine_info(), "help_seconds": help_seconds()}
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        peak = {threads: peak_mac_rate(scratch, threads, args.min_time) for threads in (1, 2)}
+        results["peak_gmacs"] = {str(t): v / 1e9 for t, v in peak.items()}
+        results["backbones"] = {}
+        for name in args.backbones.split(","):
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            row = measure_backbone(name, scratch, peak, args.min_time)
+            row["p50_ms"] = {str(t): v for t, v in row["p50_ms"].items()}
+            results["backbones"][name] = row
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "RESULTS.md").write_text(render(results))
+    print(render(results))
+    return 0
