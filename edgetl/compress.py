@@ -156,9 +156,8 @@ class _Builder:
                              verify_size=self.options.verify_size, seed=self.options.seed)
 
     def key(self, candidate: Candidate) -> str:
-        training = "+".join(s.name + repr(s.options) for s in candidate.recipe.training_steps)
         doc = {"parent": self.parent_sha, "export": dataclasses.asdict(self.export_options(candidate)),
-               "training": training}
+               "training": _training_key(candidate.recipe)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()
 
     def _finished(self, candidate: Candidate, key: str) -> bool:
@@ -202,7 +201,7 @@ class _Builder:
         steps = recipe.training_steps
         if not steps:
             return self.run.model, {}
-        cache_key = "+".join(s.name + repr(s.options) for s in steps)
+        cache_key = _training_key(recipe)
         if cache_key not in self.trained:
             from edgetl.compression.finetune import apply_training_steps
 
@@ -220,6 +219,11 @@ class _Builder:
             say("  sensitivity pass: per-layer int8 activation noise on 64 training images")
             self.sensitivity = layer_sensitivity(self.run.model, images)
         return self.sensitivity
+
+
+def _training_key(recipe: Recipe) -> str:
+    """The training steps with every option: candidates that share it share one trained model."""
+    return "+".join(s.name + repr(s.options) for s in recipe.training_steps)
 
 
 def _bench(candidates: list[Candidate], run: Run, profile: Any, options: CompressOptions, out: Path) -> dict[str, Any]:
