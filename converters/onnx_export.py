@@ -1,7 +1,8 @@
 """Keras -> ONNX with tf2onnx, then optional float16 weights or ONNX Runtime quantization.
 
 The graph keeps the NHWC input the model was trained with, named "image", with a dynamic batch
-dimension; `--nchw` puts a Transpose in front for NCHW callers. The output is named "probability".
+dimension; `--nchw` puts a Transpose in front for NCHW callers. The output is named "probability"
+(a multi-task model's outputs: after their tasks, in task order; edgetl/multitask.py).
 tf2onnx logs tracebacks from its transpose optimizer even on success; they are captured and
 summarized in the manifest instead of sprayed over the terminal.
 """
@@ -16,6 +17,7 @@ from typing import Any, Iterator
 from edgetl.converters import onnx_quantize
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError
+from edgetl.multitask import task_outputs
 from edgetl.tf_env import tf
 
 INPUT_NAME = "image"
@@ -42,7 +44,8 @@ class KerasToONNX:
                 proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=options.opset)
             except Exception as exc:  # tf2onnx raises assorted exception types
                 raise CheckFailedError(f"ONNX conversion failed: {str(exc).splitlines()[0]}") from exc
-        _rename_output(proto, OUTPUT_NAME)
+        for index, name in enumerate(task_outputs(model) or [OUTPUT_NAME]):  # multi-task: one output per task
+            _rename_output(proto, name, index)
         facts: dict[str, Any] = {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": options.opset,
                                  "converter_log": _summarize(records)}
         if options.quantize == "fp16":
@@ -71,12 +74,12 @@ class KerasToONNX:
         return facts
 
 
-def _rename_output(proto: Any, name: str) -> None:
-    old = proto.graph.output[0].name
+def _rename_output(proto: Any, name: str, index: int = 0) -> None:
+    old = proto.graph.output[index].name
     for node in proto.graph.node:
         node.output[:] = [name if o == old else o for o in node.output]
         node.input[:] = [name if i == old else i for i in node.input]
-    proto.graph.output[0].name = name
+    proto.graph.output[index].name = name
 
 
 def _add_nchw_input(proto: Any, image_size: int) -> None:

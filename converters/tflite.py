@@ -15,6 +15,7 @@ import numpy as np
 
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError
+from edgetl.multitask import as_list, name_tflite_outputs, task_outputs
 from edgetl.tf_env import tf
 
 
@@ -32,8 +33,9 @@ class KerasToTFLite:
         # int8: hard-swish as int8 MUL/ADD (XNNPACK has no int8 HARD_SWISH kernel; see backbones/layers.py).
         model = for_int8_conversion(source.model) if options.quantize == "int8" else source.model
         spec = t.TensorSpec([1, source.image_size, source.image_size, 3], t.float32, name="image")
-        function = t.function(lambda image: {"probability": model(image, training=False)}, input_signature=[spec],
-                              autograph=False)
+        tasks = task_outputs(source.model)  # a multi-task model: outputs in task order, named below
+        function = t.function(lambda image: {"probability": model(image, training=False)} if not tasks else
+                              as_list(model(image, training=False)), input_signature=[spec], autograph=False)
         # No trackable object: with one, TensorFlow first exports a SavedModel (~10x slower, same ops);
         # the closure keeps `model` and its variables alive for the conversion.
         concrete = function.get_concrete_function()
@@ -57,6 +59,8 @@ class KerasToTFLite:
                                                                          options.float_fallback)
         except Exception as exc:  # the converter raises ConverterError and plain Exceptions alike
             raise CheckFailedError(f"TFLite conversion ({options.quantize}) failed: {str(exc).splitlines()[0]}") from exc
+        if tasks:
+            flatbuffer = name_tflite_outputs(flatbuffer, tasks)
         out.write_bytes(flatbuffer)
         if options.quantize == "int8":
             facts["calibration_images"] = int(len(source.calibration))

@@ -66,7 +66,8 @@ _PARSE_ERRORS = (struct.error, IndexError, ValueError)
 
 def add_metadata(model: bytes, *, name: str, version: str, description: str, mean: list[float],
                  std: list[float], labels: list[str], author: str = "edgetl", license: str = "",
-                 input_min: float | None = None, input_max: float | None = None) -> bytes:
+                 input_min: float | None = None, input_max: float | None = None,
+                 outputs: list[tuple[str, str, list[str]]] | None = None) -> bytes:
     """Return `model` (a .tflite file's bytes) with image-classifier metadata and its label file.
 
     The input tensor is described as an RGB image that clients normalize as `(pixel - mean) / std`
@@ -74,17 +75,22 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
     per-channel normalization into the graph for them); `input_min`/`input_max` record the range of
     the normalized input. The output tensor is described as per-class probabilities in [0, 1], one
     per line of `labels.txt`. Metadata and label file already in the model are replaced.
+    `outputs`: for a model with several output tensors (multi-task, edgetl/multitask.py), one
+    (tensor name, label file name, labels) per output, in the model's output order, each described
+    the same way with its own label file; `labels` is then the first output's.
     """
     from ai_edge_litert import schema_py_generated as schema
 
     _check_tflite(model)
     if not name:
         raise InputError("metadata: the model name must not be empty")
-    if not labels:
-        raise InputError("metadata: labels must not be empty")
-    for label in labels:
-        if not label or "\n" in label or "\r" in label:
-            raise InputError(f"metadata: label {label!r} must be a non-empty single line (labels.txt has one per line)")
+    outputs = outputs or [(OUTPUT_NAME, LABELS_FILE, labels)]
+    for _, _, output_labels in outputs:
+        if not output_labels:
+            raise InputError("metadata: labels must not be empty")
+        for label in output_labels:
+            if not label or "\n" in label or "\r" in label:
+                raise InputError(f"metadata: label {label!r} must be a non-empty single line (labels.txt has one per line)")
     if len(mean) not in (1, 3) or len(std) != len(mean):
         raise InputError(f"metadata: mean and std need 1 or 3 values each, the same number; got {len(mean)} "
                          f"and {len(std)}")
@@ -99,7 +105,7 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
         tree = schema.ModelT.InitFromPackedBuf(model, 0)
     except _PARSE_ERRORS as error:
         raise InputError(f"metadata: the TFLite model is truncated or corrupt ({error})") from error
-    _check_classifier(tree, len(labels))
+    _check_classifier(tree, [len(output_labels) for _, _, output_labels in outputs])
     # Models over 2 GB keep weights after the flatbuffer, at offsets that rebuilding it would break.
     if any(buffer.offset > 1 for buffer in tree.buffers or []) or any(
             op.largeCustomOptionsOffset > 1 for graph in tree.subgraphs for op in graph.operators or []):
@@ -107,7 +113,7 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
 
     metadata = _build_metadata(name=name, version=version, description=description, author=author,
                                license=license, mean=mean, std=std, input_min=input_min,
-                               input_max=input_max, num_labels=len(labels))
+                               input_max=input_max, outputs=[(n, f, len(l)) for n, f, l in outputs])
     metadata_buffer = schema.BufferT()
     metadata_buffer.data = list(metadata)
     entry = next((m for m in tree.metadata or [] if _text(m.name) == METADATA_NAME), None)
@@ -129,8 +135,9 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
     # as the official populator's append does; readers find the archive from its end.
     # A fixed timestamp keeps the output byte-for-byte reproducible.
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0)),
-                         "".join(f"{label}\n" for label in labels))
+        for _, file_name, output_labels in outputs:
+            archive.writestr(zipfile.ZipInfo(file_name, date_time=(1980, 1, 1, 0, 0, 0)),
+                             "".join(f"{label}\n" for label in output_labels))
     return out.getvalue()
 
 
@@ -206,25 +213,27 @@ def _check_tflite(model: bytes) -> None:
         raise InputError("metadata: not a TFLite model (no TFL3 flatbuffer identifier); truncated or another format?")
 
 
-def _check_classifier(tree: Any, num_labels: int) -> None:
-    """The metadata describes one image input and one vector of class scores; refuse other models."""
+def _check_classifier(tree: Any, label_counts: list[int]) -> None:
+    """The metadata describes one image input and one vector of class scores per output; refuse other models."""
     if len(tree.subgraphs or []) != 1:
         raise InputError(f"metadata: expected a model with one subgraph, got {len(tree.subgraphs or [])}")
     graph = tree.subgraphs[0]
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise InputError(f"metadata: expected one input and one output tensor, got {len(graph.inputs)} and "
+    if len(graph.inputs) != 1 or len(graph.outputs) != len(label_counts):
+        expected = "one output tensor" if len(label_counts) == 1 else f"{len(label_counts)} output tensors"
+        raise InputError(f"metadata: expected one input and {expected}, got {len(graph.inputs)} and "
                          f"{len(graph.outputs)}")
     input_shape = [int(d) for d in graph.tensors[graph.inputs[0]].shape]
     if len(input_shape) != 4 or input_shape[3] != 3:
         raise InputError(f"metadata: the input must be an RGB image [batch, height, width, 3], got {input_shape}")
-    output_shape = [int(d) for d in graph.tensors[graph.outputs[0]].shape]
-    if not output_shape or output_shape[-1] != num_labels:
-        raise InputError(f"metadata: {num_labels} labels for a model whose output has shape {output_shape}")
+    for output, num_labels in zip(graph.outputs, label_counts):
+        output_shape = [int(d) for d in graph.tensors[output].shape]
+        if not output_shape or output_shape[-1] != num_labels:
+            raise InputError(f"metadata: {num_labels} labels for a model whose output has shape {output_shape}")
 
 
 def _build_metadata(*, name: str, version: str, description: str, author: str, license: str,
                     mean: list[float], std: list[float], input_min: float | None, input_max: float | None,
-                    num_labels: int) -> bytes:
+                    outputs: list[tuple[str, str, int]]) -> bytes:
     """Serialize a ModelMetadata flatbuffer, children before parents as flatbuffers requires."""
     builder = flatbuffers.Builder(1024)
 
@@ -271,20 +280,22 @@ def _build_metadata(*, name: str, version: str, description: str, author: str, l
             tags={_PROCESS_UNIT["options_type"]: _PROCESS_UNIT_NORMALIZATION})]),
         _TENSOR_METADATA["stats"]: image_stats,
     })
-    label_file = table({_ASSOCIATED_FILE["name"]: string(LABELS_FILE),
-                        _ASSOCIATED_FILE["description"]: string("Class names, one per line, in output order.")},
-                       tags={_ASSOCIATED_FILE["type"]: _FILE_TENSOR_AXIS_LABELS})
-    probability = table({
-        _TENSOR_METADATA["name"]: string(OUTPUT_NAME),
-        _TENSOR_METADATA["description"]: string(f"Probabilities of the {num_labels} classes in {LABELS_FILE}."),
-        _TENSOR_METADATA["content"]: table(
-            {_CONTENT["content_properties"]: table()},
-            tags={_CONTENT["content_properties_type"]: _CONTENT_FEATURE_PROPERTIES}),
-        _TENSOR_METADATA["stats"]: table({_STATS["max"]: floats([1.0]), _STATS["min"]: floats([0.0])}),
-        _TENSOR_METADATA["associated_files"]: vector([label_file]),
-    })
+    described = []
+    for output_name, file_name, num_labels in outputs:
+        label_file = table({_ASSOCIATED_FILE["name"]: string(file_name),
+                            _ASSOCIATED_FILE["description"]: string("Class names, one per line, in output order.")},
+                           tags={_ASSOCIATED_FILE["type"]: _FILE_TENSOR_AXIS_LABELS})
+        described.append(table({
+            _TENSOR_METADATA["name"]: string(output_name),
+            _TENSOR_METADATA["description"]: string(f"Probabilities of the {num_labels} classes in {file_name}."),
+            _TENSOR_METADATA["content"]: table(
+                {_CONTENT["content_properties"]: table()},
+                tags={_CONTENT["content_properties_type"]: _CONTENT_FEATURE_PROPERTIES}),
+            _TENSOR_METADATA["stats"]: table({_STATS["max"]: floats([1.0]), _STATS["min"]: floats([0.0])}),
+            _TENSOR_METADATA["associated_files"]: vector([label_file]),
+        }))
     subgraph = table({_SUBGRAPH_METADATA["input_tensor_metadata"]: vector([image]),
-                      _SUBGRAPH_METADATA["output_tensor_metadata"]: vector([probability])})
+                      _SUBGRAPH_METADATA["output_tensor_metadata"]: vector(described)})
     root = table({
         _MODEL_METADATA["name"]: string(name),
         _MODEL_METADATA["description"]: string(description),

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from edgetl.manifest import Manifest
 
-__all__ = ["__version__", "compress", "train"]
+__all__ = ["__version__", "bundle", "compress", "train"]
 
 
 def train(data: str, output: str, **options: Any) -> "Manifest":
@@ -22,6 +22,8 @@ def train(data: str, output: str, **options: Any) -> "Manifest":
     image_size, epochs, fine_tune_epochs, fine_tune_layers, batch_size, val_split, val_dir, seed,
     augment, flip, on_bad_image, class_weights, head, regularizer, regularizer_strength, clipnorm,
     layer_lr_decay, learning_rate, fine_tune_learning_rate, overwrite). Returns the run's manifest.
+    Multi-task: `tasks` (CSV label columns, "species,color" or a sequence) and `task_weights`
+    (one loss weight per task); see edgetl/multitask.py.
     """
     from edgetl.config import TrainConfig
     from edgetl.training import run_training
@@ -41,3 +43,16 @@ def compress(run: str, **options: Any) -> dict[str, Any]:
     if isinstance(options.get("recipes"), str):
         options["recipes"] = (options["recipes"],)
     return run_compress(run, CompressOptions(**options))
+
+
+def bundle(artifact: str, directory: str, **options: Any) -> "Manifest":
+    """Write a deployment bundle of ARTIFACT (an artifact folder, or its model file) to DIRECTORY.
+
+    The bundle holds the model file, labels.txt, model.json (input contract and preprocessing exactly as
+    training did), test_vectors/ (validation images and the model's expected outputs) and standalone
+    reference clients for the format, each with --selftest. Keyword options are the fields of
+    `edgetl.bundler.BundleOptions` (overwrite, vectors, seed, selftest). Returns the bundle's manifest.
+    """
+    from edgetl.bundler import make_bundle
+
+    return make_bundle(artifact, directory, **options)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import dataset_index as dsi
+from edgetl import multitask
 from edgetl.backbones.spec import Preprocessing
 from edgetl.errors import CheckFailedError, InputError, UsageError
 from edgetl.manifest import MANIFEST_NAME, now_utc, read_manifest, write_bytes_atomic
@@ -46,6 +47,9 @@ class BenchOptions:
     out: Path | None = None
     xnnpack: bool = True  # LiteRT: the XNNPACK delegate (its default) or builtin kernels only
     ort_optimization: str = "all"  # ONNX Runtime graph optimization level
+    # ONNX Runtime GPU providers each .onnx file is also benched on (a row each: measured where usable,
+    # skipped with the reason where not). None: those usable here plus those the targets list (cuda).
+    gpu_providers: tuple[str, ...] | None = None
 
     def problems(self) -> list[str]:
         found = []
@@ -74,6 +78,7 @@ class Entry:
     image_size: int
     quantize: str
     nchw: bool = False  # ONNX exported with --nchw: feed channels first
+    tasks: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # multi-task: (task, labels) per output
 
 
 def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
@@ -114,13 +119,15 @@ def _artifact_entry(folder: Path, manifest: Any, run: Run | None) -> Entry:
                  labels=list(manifest.sections["labels"]),
                  preprocessing=Preprocessing(tuple(contract["mean"]), tuple(contract["std"])),
                  image_size=int(manifest.sections["backbone"]["image_size"]),
-                 quantize=manifest.sections["artifact"]["quantize"], nchw=bool(manifest.options.get("nchw")))
+                 quantize=manifest.sections["artifact"]["quantize"], nchw=bool(manifest.options.get("nchw")),
+                 tasks=multitask.artifact_tasks(manifest))
 
 
 def _bare_entry(path: Path, options: BenchOptions) -> Entry:
     from edgetl.inspection import inspect_model
 
     info = inspect_model(path)
+    multitask.refuse_bare(path, info)  # several outputs: only an artifact's manifest says what they are
     labels, mean, std = _labels_and_normalization(info)
     if options.labels:
         labels = [line for line in options.labels.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -159,6 +166,7 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
     classes = entries[0].labels
     if any(e.labels != classes for e in entries):
         raise UsageError("the models have different labels; bench models of one task together")
+    tasks = multitask.bench_tasks(entries, options.data)
     if options.data:
         index = dsi.index_folder(options.data, classes=tuple(classes))
     elif run is not None:
@@ -166,12 +174,11 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
     else:
         raise UsageError("--data DIR is needed (a folder with one sub-folder per class): "
                          "no single training run to take the validation split from")
-    return list(index.paths), np.asarray(index.labels), classes, run
+    return list(index.paths), multitask.label_array(index) if tasks else np.asarray(index.labels), classes, run
 
 
 def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     from edgetl.machine import machine_info
-    from edgetl.parity import parity
     from edgetl.targets import open_session, runtime_availability
     from edgetl.targets.profiles import load_profile
 
@@ -193,14 +200,18 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     reference, reference_info = None, None
     if run is not None:
         # The Keras model takes NHWC, whatever layout an exported file was given.
-        reference = open_session(run.path / MODEL_FILE).predict(images_for(dataclasses.replace(entries[0], nchw=False)))
-        reference_info = parity(reference, labels, classes, None) | {"name": "keras-float32"}
+        reference = multitask.predict(open_session(run.path / MODEL_FILE),
+                                      images_for(dataclasses.replace(entries[0], nchw=False)), entries[0].tasks)
+        reference_info = multitask.parity_of(reference, labels, classes, None, entries[0].tasks) | {"name": "keras-float32"}
     availability = runtime_availability()
     report_entries = []
     with tempfile.TemporaryDirectory() as scratch:
         for entry in entries:
             report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
                                                profiles, Path(scratch), availability))
+            for provider in _gpu_providers(entry, options, profiles):
+                report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
+                                                   profiles, Path(scratch), availability, provider))
     report = {"schema": "edgetl.report", "schema_version": 1, "created": now_utc(), "machine": machine_info(),
               "runtimes": availability,
               "settings": {"threads": list(options.threads), "warmup": options.warmup, "min_runs": options.min_runs,
@@ -227,49 +238,77 @@ def raise_on_gate_failures(report: dict[str, Any]) -> None:
                                f"(report in {report['report_dir']}/)")
 
 
+def _gpu_providers(entry: Entry, options: BenchOptions, profiles: list[Any]) -> tuple[str, ...]:
+    """The GPU providers an .onnx file gets a row for: those given, else those usable on this machine
+    and those a requested target lists (skipped, with the reason, where they are not usable)."""
+    from edgetl.targets.ort import GPU_PROVIDERS, provider_status
+
+    if entry.path.suffix != ".onnx":
+        return ()
+    if options.gpu_providers is not None:
+        return options.gpu_providers
+    usable = {p for p, reason in provider_status().items() if reason is None}
+    wanted = {p for profile in profiles for p in profile.execution_providers}
+    return tuple(p for p in GPU_PROVIDERS if p in usable | wanted)
+
+
 def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: list[str],
                  reference: np.ndarray | None, options: BenchOptions, profiles: list[Any], scratch: Path,
-                 availability: dict[str, Any]) -> dict[str, Any]:
+                 availability: dict[str, Any], provider: str | None = None) -> dict[str, Any]:
     from edgetl.inspection import inspect_model
-    from edgetl.parity import gate, parity
+    from edgetl.parity import gate
     from edgetl.targets import open_session
     from edgetl.targets.checks import check_artifact
     from edgetl.targets.memory import estimate_peak_ram
 
+    from edgetl.targets.ort import SHORT_NAMES, ProviderUnavailableError
+
     runtime = RUNTIME_OF_FORMAT[entry.path.suffix]
-    base = {"name": entry.name, "path": str(entry.path), "format": entry.path.suffix[1:], "quantize": entry.quantize,
+    name = f"{entry.name}@{SHORT_NAMES[provider]}" if provider else entry.name
+    base = {"name": name, "path": str(entry.path), "format": entry.path.suffix[1:], "quantize": entry.quantize,
             "runtime": runtime, "bytes": entry.path.stat().st_size, "parity": None, "latency": None,
             "throughput": None, "peak_rss_bytes": None, "target_checks": {}, "gate": None, "skipped": None}
-    reason = availability.get(runtime, {}).get("unavailable")
+    if runtime == "onnxruntime":
+        base["provider"] = provider or "CPUExecutionProvider"
+    reason = availability.get(runtime, {}).get("unavailable") or \
+        (availability.get(f"onnxruntime:{provider}", {}).get("unavailable") if provider else None)
     if reason:
         return base | {"skipped": reason}
-    say(f"  {entry.name}: parity on {len(images)} images")
-    session = open_session(entry.path, **_session_options(entry.path, options))
-    probabilities = np.concatenate([session.predict(images[i:i + 32]) for i in range(0, len(images), 32)])
-    result = parity(probabilities, labels, classes, reference)
+    say(f"  {name}: parity on {len(images)} images")
+    try:
+        session = open_session(entry.path, **_session_options(entry.path, options, provider))
+    except ProviderUnavailableError as exc:  # the provider's libraries did not load: ORT fell back to the CPU
+        return base | {"skipped": str(exc)}
+    probabilities = multitask.predict(session, images, entry.tasks, chunk=32)
+    result = multitask.parity_of(probabilities, labels, classes, reference, entry.tasks)  # per task for multi-task
     info = inspect_model(entry.path)
     peak = estimate_peak_ram(info)
-    say(f"  {entry.name}: latency at {', '.join(map(str, options.threads))} thread(s)")
-    timing = _time_in_worker(entry.path, images, options, scratch)
+    say(f"  {name}: latency at {', '.join(map(str, options.threads))} thread(s)")
+    timing = _time_in_worker(entry.path, images, options, scratch, provider)
     return base | {"parity": result, "latency": timing["latency"], "throughput": timing["throughput"],
                    "peak_rss_bytes": timing["peak_rss_bytes"], "peak_ram_estimate": peak,
                    "target_checks": {p.name: check_artifact(p, info, peak) for p in profiles},
                    "gate": gate(result, options.max_accuracy_drop, options.min_agreement)}
 
 
-def _session_options(path: Path, options: BenchOptions) -> dict[str, Any]:
+def _session_options(path: Path, options: BenchOptions, provider: str | None = None) -> dict[str, Any]:
     if path.suffix == ".tflite":
         return {"xnnpack": options.xnnpack}
+    if provider:
+        from edgetl.targets.ort import PROVIDER_CHAIN
+
+        return {"optimization": options.ort_optimization, "providers": list(PROVIDER_CHAIN[provider])}
     return {"optimization": options.ort_optimization}
 
 
-def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scratch: Path) -> dict[str, Any]:
+def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scratch: Path,
+                    provider: str | None = None) -> dict[str, Any]:
     sample = scratch / "input.npy"
     np.save(sample, np.ascontiguousarray(images[:max(1, options.throughput_batch)]))
     spec = {"path": str(path), "input": str(sample), "threads": list(options.threads), "warmup": options.warmup,
             "min_runs": options.min_runs, "min_seconds": options.min_seconds,
             "throughput_batch": min(options.throughput_batch, len(images)),
-            "session_options": _session_options(path, options)}
+            "session_options": _session_options(path, options, provider)}
     spec_path = scratch / "spec.json"
     spec_path.write_text(json.dumps(spec))
     done = subprocess.run([sys.executable, "-m", "edgetl.bench_worker", str(spec_path)], capture_output=True,
@@ -296,7 +335,7 @@ def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, A
     for profile in profiles:
         # The target checks include the format: an artifact the target cannot run never qualifies.
         candidates = [e for e in entries if not e["skipped"] and e["gate"]["passed"]
-                      and not e["target_checks"].get(profile.name)]
+                      and not e["target_checks"].get(profile.name) and _runs_on(e, profile)]
         if not candidates:
             out[profile.name] = {"artifact": None,
                                  "reason": f"no artifact passes the gate and the {profile.name} target checks"}
@@ -307,6 +346,12 @@ def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, A
                              "threads": row["threads"], "profile_threads": profile.threads,
                              "reason": "fastest artifact that passes the gate and the target checks"}
     return out
+
+
+def _runs_on(entry: dict[str, Any], profile: Any) -> bool:
+    """A row measured on a GPU provider speaks only for targets that list that provider."""
+    provider = entry.get("provider")
+    return provider in (None, "CPUExecutionProvider") or provider in profile.execution_providers
 
 
 def pareto(entries: list[dict[str, Any]]) -> list[str]:
@@ -322,6 +367,6 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    write_bytes_atomic(out / "report.md", render_markdown(report).encode())
+    write_bytes_atomic(out / "report.md", (render_markdown(report) + multitask.markdown_section(report)).encode())
     write_bytes_atomic(out / "report.html", render_html(report).encode())
     say(f"wrote {out}/report.json, report.md, report.html")

@@ -6,6 +6,7 @@ failed, 2 bad usage or input. Nothing heavy is imported until a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import sys
@@ -75,9 +76,22 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
               help="Let a CSV's paths lead outside the CSV's folder (after '..' and symlinks).")
 @click.option("--trust-model", is_flag=True,
               help="Let a --weights .keras file run its own Python code (Lambda layers). Only for trusted files.")
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
+              show_default=True,
+              help="mirrored: every local GPU (or 2 logical CPU devices); multi-worker: one process per machine, "
+                   "cluster from the TF_CONFIG environment variable. --batch-size is the global batch.")
+@click.option("--mixed-precision", is_flag=True,
+              help="Compute in float16 on a GPU (mixed_float16; weights and the saved model stay float32).")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
-@click.option("--head", type=click.Choice(["linear", "mlp", "attention"]), default="linear", show_default=True,
-              help="Classifier head: average pooling + linear, + a hidden layer (mlp), or attention pooling.")
+@click.option("--head", type=click.Choice(["linear", "mlp", "attention", "prototype"]), default="linear",
+              show_default=True,
+              help="Classifier head: average pooling + linear, + a hidden layer (mlp), attention pooling, or "
+                   "prototype (few-shot: cosine to per-class mean embeddings; add classes with `edgetl enroll`).")
+@click.option("--tasks", default=None,
+              help="Multi-task: label columns of a CSV DATA (header path,<task>,...), comma-separated, e.g. "
+                   "species,color; one head and one named output per task on the shared backbone.")
+@click.option("--task-weights", default=None,
+              help="With --tasks: each task's loss weight, comma-separated in --tasks order, e.g. 1,0.5 [default: 1 each].")
 @click.option("--regularizer", type=click.Choice(["none", "l2", "l2sp"]), default="none", show_default=True,
               help="Weight penalty: l2 towards zero, or l2sp towards the starting (pretrained) weights.")
 @click.option("--regularizer-strength", type=float, default=1e-3, show_default=True)
@@ -85,6 +99,9 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--layer-lr-decay", type=float, default=None,
               help="Per-layer learning-rate decay from head to stem, e.g. 0.9 (the stem moves least).")
 @click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--feature-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Train the frozen-backbone phase on backbone features computed once and cached on disk "
+                   "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever images are not augmented.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON on stdout.")
 def train(data: str, output: str, as_json: bool, **options: Any) -> None:
@@ -143,20 +160,94 @@ def demo(output: str, epochs: int | None, as_json: bool) -> None:
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--nchw", is_flag=True, help="ONNX: take NCHW input (a Transpose in front of the NHWC graph).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bundle", "bundle_dir", type=click.Path(path_type=str), default=None,
+              help="Then write a deployment bundle of the artifact to this folder (see `edgetl bundle`).")
+@click.option("--bundle-overwrite", is_flag=True, help="With --bundle: replace an earlier bundle in that folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the artifact's manifest as JSON on stdout.")
-def export(run: str, fmt: str, output: str | None, as_json: bool, **options: Any) -> None:
-    """Convert a training RUN to one verified TFLite or ONNX artifact."""
+def export(run: str, fmt: str, output: str | None, as_json: bool, bundle_dir: str | None, bundle_overwrite: bool,
+           **options: Any) -> None:
+    """Convert a training RUN to one verified TFLite or ONNX artifact (and, with --bundle, bundle it)."""
     from edgetl.export import export_run
 
+    if bundle_dir:  # refuse a bad --bundle folder before minutes of conversion
+        from edgetl.bundler import check_target
+
+        check_target(Path(bundle_dir), bundle_overwrite)
+    elif bundle_overwrite:
+        raise click.UsageError("--bundle-overwrite needs --bundle DIR")
     manifest = export_run(run, output, format=fmt, **options)
+    bundled = None
+    if bundle_dir:
+        from edgetl.bundler import make_bundle
+
+        folder = Path(output) if output else Path(run) / "artifacts" / manifest.sections["artifact"]["variant"]
+        bundled = make_bundle(folder, bundle_dir, overwrite=bundle_overwrite)
     if as_json:
-        _emit_json(manifest.to_json())
+        _emit_json(manifest.to_json() | ({"bundle": _bundle_summary(bundle_dir, bundled)} if bundled else {}))
         return
     numbers = manifest.metrics
     click.echo(f"artifact: {manifest.sections['artifact']['variant']} ({numbers['bytes']:,} bytes)")
     click.echo(f"verified on {numbers['images']} validation images: top-1 agreement {numbers['top1_agreement']:.4f}, "
                f"max |diff| {numbers['max_abs_diff']:.2e}, accuracy {numbers['accuracy']:.4f} "
                f"(Keras {numbers['reference_accuracy']:.4f})")
+    if bundled:
+        _print_bundle(bundle_dir, bundled)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=str))
+@click.argument("directory", type=click.Path(path_type=str))
+@click.option("--vectors", type=int, default=6, show_default=True,
+              help="Validation images in test_vectors/ (stratified by class), with the model's expected outputs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which validation images.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier bundle in DIRECTORY (never another folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle's summary as JSON on stdout.")
+def bundle(artifact: str, directory: str, as_json: bool, **options: Any) -> None:
+    """Write a deployment bundle of an ARTIFACT to DIRECTORY: model, labels, model.json, test vectors, clients.
+
+    \b
+    The clients (Python LiteRT / ONNX Runtime, Node.js; Android and iOS docs) are standalone files that
+    preprocess exactly as training did; each has --selftest against the test vectors."""
+    import edgetl
+
+    manifest = edgetl.bundle(artifact, directory, **options)
+    if as_json:
+        _emit_json(_bundle_summary(directory, manifest))
+    else:
+        _print_bundle(directory, manifest)
+
+
+def _bundle_summary(directory: str, manifest: Any) -> dict[str, Any]:
+    section = manifest.sections["bundle"]
+    return {"path": directory, "files": sorted(manifest.files), "clients": section["clients"],
+            "test_vectors": section["test_vectors"], "tolerance": section["tolerance"], "selftest": section["selftest"]}
+
+
+def _print_bundle(directory: str, manifest: Any) -> None:
+    section = manifest.sections["bundle"]
+    client = section["clients"][0]
+    click.echo(f"bundle: {directory} ({len(manifest.files)} files; clients: {', '.join(section['clients'])})")
+    click.echo(f"{client} --selftest on {section['test_vectors']} test vectors: {section['selftest'] or 'not run'}")
+    click.echo(f"try: python3 {Path(directory) / client} {Path(directory) / 'test_vectors' / '00.png'}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=str))
+@click.option("--class", "class_name", required=True, help="The class to add, or to replace if RUN has it.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def enroll(run: str, class_name: str, images: tuple[str, ...], as_json: bool) -> None:
+    """Add a class to a prototype-head RUN from a few IMAGES (1-5 are enough), without retraining.
+
+    Re-export afterwards: artifacts made before the enrollment keep the old classes."""
+    from edgetl.prototypes import enroll as enroll_class
+
+    _, result = enroll_class(run, class_name, list(images))
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo(f"{'replaced' if result['replaced'] else 'added'} class {result['class']!r}: "
+                   f"{result['classes']} classes (closest other class at cosine {result['closest_cosine']:.3f})")
 
 
 @cli.command()
@@ -176,18 +267,24 @@ def export(run: str, fmt: str, output: str | None, as_json: bool, **options: Any
 @click.option("--threads", default=None, callback=_thread_list,
               help="Thread counts to time, e.g. 1,4 [default: 1 and the target's].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
+              show_default=True, help="Fine-tune the recipes' training steps under a tf.distribute strategy "
+                                      "(as `edgetl train --distribute`; multi-worker reads TF_CONFIG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (see `recommended`).")
 def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop: float, repair: bool,
-             verify_size: int, threads: tuple[int, ...] | None, seed: int, as_json: bool) -> None:
+             verify_size: int, threads: tuple[int, ...] | None, seed: int, distribute: str, as_json: bool) -> None:
     """Compress a training RUN for a target within an accuracy budget; recommend the fastest that meets it."""
     from edgetl.compress import CompressOptions, raise_if_nothing_recommended, run_compress
     from edgetl.compress_report import render_text
 
     from edgetl.locking import locked
 
+    from edgetl.distribute import is_chief
+
     options = CompressOptions(target=target, recipes=recipes, max_accuracy_drop=max_accuracy_drop, repair=repair,
-                              verify_size=verify_size, seed=seed, threads=threads)
-    with locked(Path(run)):  # one writer per run: compress and export add artifacts to it
+                              verify_size=verify_size, seed=seed, threads=threads, distribute=distribute)
+    # One writer per run: compress and export add artifacts to it (a non-chief worker writes to a copy).
+    with locked(Path(run)) if is_chief(distribute) else contextlib.nullcontext():
         report = run_compress(run, options)
     if as_json:
         _emit_json(report | {"recommended": report["compress"]["recommended"]})

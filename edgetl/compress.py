@@ -47,9 +47,12 @@ class CompressOptions:
     threads: tuple[int, ...] | None = None  # default: 1 and the target's thread count
     min_runs: int = 30
     min_seconds: float = 0.5
+    distribute: str = "none"  # training steps under a tf.distribute strategy (edgetl/distribute.py)
 
     def problems(self) -> list[str]:
-        found = []
+        from edgetl import distribute
+
+        found = distribute.problems(self.distribute)
         if self.max_accuracy_drop < 0:
             found.append("--max-accuracy-drop must be >= 0 (points of accuracy)")
         if self.verify_size < 1:
@@ -74,16 +77,25 @@ class Candidate:
                 "status": self.status, "reason": self.reason, "attempt": self.attempt, "path": str(self.path)}
 
 
-def run_compress(run_path: str | Path, options: CompressOptions) -> dict[str, Any]:
+def run_compress(run_path: str | Path, options: CompressOptions, dist: Any = None) -> dict[str, Any]:
+    from edgetl import distribute
     from edgetl.targets.profiles import load_profile
 
     problems = options.problems()
     if problems:
         raise UsageError("; ".join(problems))
+    if dist is None and options.distribute != "none":
+        dist = distribute.setup(options.distribute)  # before anything initializes TensorFlow
+        # A non-chief worker compresses a temporary copy of the run (the same decisions, nothing kept).
+        with distribute.worker_run(Path(run_path), dist) as where:
+            return run_compress(where, options, dist)
     profile = load_profile(options.target)
     chosen = [recipes.parse(text) for text in options.recipes] or default_recipes(profile)
     run = Run.open(run_path)
-    builder = _Builder(run, options, profile)
+    from edgetl.multitask import refuse_compress
+
+    refuse_compress(run)
+    builder = _Builder(run, options, profile, dist or distribute.SINGLE_PROCESS)
     candidates = [builder.candidate(r, fmt) for r in chosen for fmt in profile.formats]
     say(f"compress: {len(candidates)} candidate(s) for {profile.name}, budget {options.max_accuracy_drop} pts")
     for candidate in candidates:
@@ -131,8 +143,8 @@ def default_recipes(profile: Any) -> list[Recipe]:
 class _Builder:
     """Builds candidates into artifact folders, reusing finished ones and trained models."""
 
-    def __init__(self, run: Run, options: CompressOptions, profile: Any) -> None:
-        self.run, self.options = run, options
+    def __init__(self, run: Run, options: CompressOptions, profile: Any, dist: Any) -> None:
+        self.run, self.options, self.dist = run, options, dist
         # A full-int8 target (microcontroller, Edge TPU) takes 8-bit input and output too.
         self.int8_io = profile.io_dtype or ("int8" if profile.int8_required else "float32")
         self.parent_sha = run.reference()["manifest_sha256"]
@@ -206,7 +218,7 @@ class _Builder:
             from edgetl.compression.finetune import apply_training_steps
 
             say(f"  training steps {Recipe(steps).spec()}")
-            self.trained[cache_key] = apply_training_steps(self.run, Recipe(steps))
+            self.trained[cache_key] = apply_training_steps(self.run, Recipe(steps), self.dist)
         return self.trained[cache_key]
 
     def sensitive_layers(self) -> list[dict[str, Any]]:
@@ -229,7 +241,8 @@ def _training_key(recipe: Recipe) -> str:
 def _bench(candidates: list[Candidate], run: Run, profile: Any, options: CompressOptions, out: Path) -> dict[str, Any]:
     threads = options.threads or tuple(sorted({1, profile.threads}))
     bench_options = BenchOptions(threads=threads, min_runs=options.min_runs, min_seconds=options.min_seconds,
-                                 targets=(options.target,), max_accuracy_drop=options.max_accuracy_drop, out=out)
+                                 targets=(options.target,), max_accuracy_drop=options.max_accuracy_drop, out=out,
+                                 gpu_providers=tuple(profile.execution_providers))
     return run_bench([str(c.path) for c in candidates], bench_options)
 
 

@@ -10,6 +10,7 @@ from edgetl.errors import UsageError
 
 ON_BAD_IMAGE = ("skip", "fail")
 CLASS_WEIGHTS = ("none", "balanced")
+FEATURE_CACHE = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,14 +34,19 @@ class TrainConfig:
     class_weights: str = "none"  # "balanced": weight the loss by inverse class frequency
     allow_outside_root: bool = False  # CSV paths may lead outside the CSV's folder
     trust_model: bool = False  # --weights .keras files may run their own code (Lambda layers)
+    distribute: str = "none"  # "mirrored" | "multi-worker": see edgetl/distribute.py
+    mixed_precision: bool = False  # mixed_float16 compute on a GPU; the run is saved in float32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     head: str = "linear"  # "mlp" | "attention": see edgetl/heads.py
+    tasks: tuple[str, ...] | None = None  # multi-task: CSV label columns, one head each (edgetl/multitask.py)
+    task_weights: tuple[float, ...] | None = None  # per-task loss weights, in tasks order (default 1 each)
     regularizer: str = "none"  # "l2" | "l2sp": see edgetl/constraints.py
     regularizer_strength: float = 1e-3
     clipnorm: float | None = None  # global gradient-norm clip
     layer_lr_decay: float | None = None  # per-layer learning-rate decay from head to stem, in (0, 1]
     dropout: float = 0.2
+    feature_cache: str = "auto"  # frozen phase on cached backbone features: auto = whenever images are not augmented
     overwrite: bool = False
 
     @classmethod
@@ -58,7 +64,9 @@ class TrainConfig:
                 options["fine_tune_layers"] = int(options["fine_tune_layers"])
             except ValueError:
                 raise UsageError("--fine-tune-layers: expected a number of layers or 'all'") from None
-        config = cls(**options)
+        from edgetl.multitask import normalize_options
+
+        config = cls(**normalize_options(options))
         problems = config.problems()
         if problems:
             raise UsageError("; ".join(problems))
@@ -99,6 +107,19 @@ class TrainConfig:
         if not 0 <= self.dropout < 1:
             found.append("dropout: must be in [0, 1)")
         found += self._constraint_problems()
+        found += self._distribute_problems()
+        from edgetl.multitask import config_problems
+
+        found += config_problems(self)
+        return found
+
+    def _distribute_problems(self) -> list[str]:
+        from edgetl import distribute
+
+        found = distribute.problems(self.distribute)
+        if self.distribute != "none" and self.feature_cache == "on":
+            found.append(f"--feature-cache on: not with --distribute {self.distribute} (every worker would need "
+                         f"the same cache); use --feature-cache auto or off")
         return found
 
     def _constraint_problems(self) -> list[str]:
@@ -119,7 +140,19 @@ class TrainConfig:
             found.append("--clipnorm: must be > 0")
         if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
             found.append("--layer-lr-decay: must be in (0, 1]")
+        if self.feature_cache not in FEATURE_CACHE:
+            found.append(f"--feature-cache: must be one of {', '.join(FEATURE_CACHE)}, got {self.feature_cache!r}")
+        elif self.feature_cache == "on" and self.augment:
+            found.append("--feature-cache on: augmented images give new features every epoch, so they cannot "
+                         "be cached; add --no-augment (or use --feature-cache auto)")
+        elif self.feature_cache == "on" and not self.epochs:
+            found.append("--feature-cache on: caches the frozen-backbone phase, but --epochs is 0")
         return found
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        return self.feature_cache != "off" and not self.augment and self.epochs > 0 and self.distribute == "none" \
+            and not self.tasks  # the cache holds one label per image
 
     @property
     def resolved_image_size(self) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl import multitask
 from edgetl.converters import get_converter
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError, UsageError
@@ -64,6 +65,8 @@ def export_model(run: Run, model: Any, export_options: ExportOptions, target: Pa
     shortfall is recorded in the manifest rather than rejected; structural problems always reject."""
     converter = get_converter(export_options.format)
     name = name or export_options.variant
+    if accuracy_gated:  # compress: single-task only
+        multitask.refuse_compress(run)
     if target.exists() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
         raise UsageError(f"-o {target}: exists and is not an edgetl artifact; choose another path")
     model_name = f"model{converter.suffix}"
@@ -81,7 +84,9 @@ def export_model(run: Run, model: Any, export_options: ExportOptions, target: Pa
         facts = converter.convert(source, export_options, staging / model_name)
         _add_metadata(staging / model_name, run, export_options)
         shutil.copyfile(run.path / LABELS_FILE, staging / LABELS_FILE)
+        task_files, task_section = multitask.copy_label_files(run, staging)  # multi-task: labels_<task>.txt
         verification = _verify(staging / model_name, run, model, export_options)
+        side_files, extra = _prototype_files(converter, source, export_options, staging, run)
         if accuracy_gated and export_options.quantize != "none":
             verification["accuracy_warnings"] = verification.pop("numeric_problems")
             verification["problems"] = [p for p in verification["problems"] if p not in verification["accuracy_warnings"]]
@@ -101,11 +106,25 @@ def export_model(run: Run, model: Any, export_options: ExportOptions, target: Pa
                                    "model_file": model_name, "variant": name},
                       "conversion": facts, "calibration": calibration_info,
                       "verification": {k: v for k, v in verification.items() if k != "numbers"},
-                      "backbone": run.manifest.sections["backbone"], "labels": run.labels, **(sections or {})})
-        written = write_manifest(staging, manifest, [model_name, LABELS_FILE])
+                      "backbone": run.manifest.sections["backbone"], "labels": run.labels, **extra, **task_section,
+                      **(sections or {})})
+        written = write_manifest(staging, manifest, [model_name, LABELS_FILE, *task_files, *side_files])
     say(f"wrote {target}/ ({model_name}: {written.files[model_name].bytes:,} bytes, "
         f"top-1 agreement {verification['numbers']['top1_agreement']:.3f})")
     return written
+
+
+def _prototype_files(converter: Any, source: ConversionInput, export_options: ExportOptions, staging: Path,
+                     run: Run) -> tuple[list[str], dict[str, Any]]:
+    """A prototype-head model also ships its embedding model and prototype table (apps add classes)."""
+    from edgetl import prototypes
+
+    if not prototypes.is_prototype_model(source.model):
+        return [], {}
+    paths, _ = run.sample("val", export_options.verify_size, export_options.seed)
+    images = load_images(paths, run.image_size, run.preprocessing)
+    facts = prototypes.export_embedding(converter, source, export_options, staging, images)
+    return [facts["embedding_file"], facts["table_file"]], {"prototypes": facts}
 
 
 def _fingerprint(paths: list[str]) -> str:
@@ -116,7 +135,7 @@ def _fingerprint(paths: list[str]) -> str:
 
 def _add_metadata(path: Path, run: Run, options: ExportOptions) -> None:
     backbone = run.manifest.sections["backbone"]
-    description = (f"{backbone['name']} alpha {backbone['alpha']} image classifier, {len(run.labels)} classes, "
+    description = (f"{backbone['name']} alpha {backbone['alpha']} image classifier, {multitask.describe(run)}, "
                    f"{options.quantize} ({options.format}), made by edgetl")
     if options.format == "tflite":
         from edgetl import __version__
@@ -126,14 +145,15 @@ def _add_metadata(path: Path, run: Run, options: ExportOptions) -> None:
         path.write_bytes(add_metadata(path.read_bytes(), name=f"edgetl {backbone['name']}", version=__version__,
                                       description=description, mean=list(run.preprocessing.mean),
                                       std=list(run.preprocessing.std), labels=run.labels,
-                                      input_min=low, input_max=high))
+                                      input_min=low, input_max=high, outputs=multitask.tflite_metadata_outputs(run)))
     else:
         import onnx
 
         model = onnx.load(str(path))
         props = {"labels": json.dumps(run.labels), "preprocessing": json.dumps(backbone["preprocessing"]),
                  "layout": "NCHW" if options.nchw else "NHWC", "description": description,
-                 "edgetl_parent": json.dumps(run.reference()), "edgetl_options": json.dumps(dataclasses.asdict(options))}
+                 "edgetl_parent": json.dumps(run.reference()), "edgetl_options": json.dumps(dataclasses.asdict(options)),
+                 **multitask.onnx_props(run)}
         del model.metadata_props[:]
         for key, value in props.items():
             model.metadata_props.add(key=key, value=value)
@@ -143,7 +163,8 @@ def _add_metadata(path: Path, run: Run, options: ExportOptions) -> None:
 def _verify(path: Path, run: Run, model: Any, options: ExportOptions) -> dict[str, Any]:
     problems: list[str] = []
     info = inspect_model(path)
-    problems += structure_problems(info, options, run.image_size, len(run.labels))
+    tasks = multitask.run_tasks(run)  # a multi-task run: one named output per task, each verified on its own
+    problems += structure_problems(info, options, run.image_size, len(run.labels), tasks)
     if options.format == "onnx":
         import onnx
 
@@ -156,9 +177,13 @@ def _verify(path: Path, run: Run, model: Any, options: ExportOptions) -> dict[st
     reference = predict_in_batches(model, images)
     session = open_session(path)
     feed = images.transpose(0, 3, 1, 2) if options.nchw else images
-    numbers = agreement(reference, session.predict(np.ascontiguousarray(feed)), np.asarray(labels))
+    if tasks:
+        numbers, numeric = multitask.verification(tasks, reference, session.predict_all(np.ascontiguousarray(feed)),
+                                                  multitask.sample_labels(run, paths), options.quantize)
+    else:
+        numbers = agreement(reference, session.predict(np.ascontiguousarray(feed)), np.asarray(labels))
+        numeric = numeric_problems(numbers, options.quantize)
     numbers["bytes"] = path.stat().st_size
-    numeric = numeric_problems(numbers, options.quantize)
     return {"problems": problems + numeric, "numeric_problems": numeric, "numbers": numbers, "tolerances": TOLERANCES[options.quantize],
             "runtime": session.runtime, "op_histogram": info["op_histogram"],
             "inputs": info["inputs"], "outputs": info["outputs"]}

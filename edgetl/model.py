@@ -22,10 +22,16 @@ LABELS_FILE = "labels.txt"
 
 
 def build_classifier(spec: BackboneSpec, image_size: int, alpha: float, num_classes: int, *,
-                     imagenet: bool, dropout: float, head: str = "linear") -> Any:
+                     imagenet: bool, dropout: float, head: str = "linear",
+                     tasks: list[tuple[str, int]] | None = None) -> Any:
+    """`tasks` [(task, number of classes)]: a multi-task model, one head and named output per task."""
     from edgetl.heads import HEADS
 
     base = _build_backbone(spec, image_size, alpha, imagenet)
+    if tasks:
+        from edgetl.multitask import task_model
+
+        return task_model(base, tasks, head, dropout, name=f"edgetl_{spec.name}")
     probs = HEADS[head](base.output, num_classes, dropout)
     return keras().Model(base.input, probs, name=f"edgetl_{spec.name}")
 
@@ -49,9 +55,11 @@ def _build_backbone(spec: BackboneSpec, image_size: int, alpha: float, imagenet:
 
 
 def backbone_layers(model: Any) -> list[Any]:
-    """Layers that carry backbone weights (everything but the input and the head)."""
-    return [layer for layer in model.layers
-            if not layer.name.startswith(HEAD_PREFIX) and not isinstance(layer, keras().layers.InputLayer)]
+    """Layers that carry backbone weights (everything but the input and the head). Output layers are head
+    layers too: a multi-task model's are named after their tasks (edgetl/multitask.py)."""
+    outputs = set(model.output_names)
+    return [layer for layer in model.layers if not layer.name.startswith(HEAD_PREFIX) and layer.name not in outputs
+            and not isinstance(layer, keras().layers.InputLayer)]
 
 
 def copy_matching_weights(source: Any, target_layers: list[Any]) -> int:
@@ -103,11 +111,14 @@ def _h5_matching_layers(path: Path, layers: list[Any]) -> int:
 
 
 def predict_in_batches(model: Any, images: Any, batch_size: int = 64) -> Any:
-    """Eager calls in fixed-size chunks: unlike model.predict, no retracing for each new input count."""
+    """Eager calls in fixed-size chunks: unlike model.predict, no retracing for each new input count.
+    A model with several outputs (multi-task) gives a list: one array per output."""
     import numpy as np
 
-    return np.concatenate([model(images[i:i + batch_size], training=False).numpy()
-                           for i in range(0, len(images), batch_size)])
+    chunks = [model(images[i:i + batch_size], training=False) for i in range(0, len(images), batch_size)]
+    if chunks and isinstance(chunks[0], (list, tuple)):
+        return [np.concatenate([chunk[j].numpy() for chunk in chunks]) for j in range(len(chunks[0]))]
+    return np.concatenate([chunk.numpy() for chunk in chunks])
 
 
 def load_model(path: Path, trust: bool = False) -> Any:

@@ -36,7 +36,12 @@ def parity(probabilities: np.ndarray, labels: np.ndarray, classes: list[str],
 
 
 def gate(result: dict[str, Any], max_accuracy_drop: float | None, min_agreement: float | None) -> dict[str, Any]:
-    """Pass/fail with every reason; a gate that needs a reference fails when there is none."""
+    """Pass/fail with every reason; a gate that needs a reference fails when there is none.
+    A multi-task result (edgetl/multitask.py) passes only when every task passes on its own."""
+    if result.get("tasks"):
+        reasons = [f"task {task}: {reason}" for task, numbers in result["tasks"].items()
+                   for reason in gate(numbers, max_accuracy_drop, min_agreement)["reasons"]]
+        return {"passed": not reasons, "reasons": reasons}
     reasons = []
     if max_accuracy_drop is not None:
         delta = result["accuracy_delta_pts"]

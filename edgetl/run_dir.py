@@ -64,7 +64,8 @@ class Run:
         options, dataset = self.manifest.options, self.manifest.sections["dataset"]
         data = Path(options["data"])
         skipped = {entry["path"]: entry["reason"] for entry in dataset["skipped"]}
-        full = dsi.index_data(data, bool(options.get("allow_outside_root"))).without(skipped)
+        tasks = tuple(options["tasks"]) if options.get("tasks") else None  # multi-task: every label column
+        full = dsi.index_data(data, bool(options.get("allow_outside_root")), tasks).without(skipped)
         if options.get("val_dir"):
             train = full
             val = dsi.index_folder(Path(options["val_dir"]), classes=full.classes).without(skipped)

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from edgetl import batchnorm, constraints
+from edgetl import batchnorm, constraints, multitask
 from edgetl import dataset_index as dsi
 from edgetl.backbones import get_backbone
 from edgetl.config import TrainConfig
+from edgetl.distribute import SINGLE_PROCESS, Distribution, float32_copy
 from edgetl.errors import InputError, Interrupted, ResourceError, UsageError
 from edgetl.locking import locked
 from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
@@ -37,13 +38,25 @@ IMBALANCE_RATIO = 10  # largest / smallest training class at which a warning sug
 
 
 def run_training(config: TrainConfig) -> Manifest:
-    with locked(config.output):  # held throughout: one process per output and its resume checkpoint
-        return _train(config)
+    if config.distribute == "none" and not config.mixed_precision:
+        with locked(config.output):  # held throughout: one process per output and its resume checkpoint
+            return _train(config)
+    from edgetl import distribute
+
+    dist = distribute.setup(config.distribute, config.batch_size, config.mixed_precision)  # before TF initializes
+    if not dist.is_chief:
+        say(f"worker {dist.cluster.task_index} of {dist.workers}: the chief writes {config.output}; this worker's "
+            f"copy goes to a temporary directory that is removed")
+    # A non-chief worker writes (run and lock) in a temporary directory; everything runs in the strategy's scope.
+    with distribute.worker_output(config.output, dist) as output, locked(output), dist.scope(), \
+            distribute.mixed_precision_policy(config.mixed_precision):
+        return _train(config, dist, output)
 
 
-def _train(config: TrainConfig) -> Manifest:
+def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Path | None = None) -> Manifest:
     started = time.perf_counter()
-    _check_output(config)
+    if dist.is_chief:
+        _check_output(config)
     spec = get_backbone(config.backbone)
     image_size = config.resolved_image_size
 
@@ -54,7 +67,8 @@ def _train(config: TrainConfig) -> Manifest:
 
     keras().utils.set_random_seed(config.seed)
     model = build_classifier(spec, image_size, config.alpha, len(full.classes),
-                             imagenet=config.weights == "imagenet", dropout=config.dropout, head=config.head)
+                             imagenet=config.weights == "imagenet", dropout=config.dropout, head=config.head,
+                             tasks=multitask.class_counts(full))
     source = _load_source_weights(model, config)
     pretrained = config.weights != "none"
     # Before any resume: L2-SP anchors at the weights training started from, not at a checkpoint.
@@ -66,21 +80,27 @@ def _train(config: TrainConfig) -> Manifest:
         return constraints.make_optimizer(schedule, config.clipnorm, multipliers)
 
     def dataset(index: dsi.DatasetIndex, training: bool) -> Any:
-        return make_dataset(index.paths, index.labels, image_size=image_size, batch_size=config.batch_size,
-                            preprocessing=spec.preprocessing, training=training, seed=config.seed,
-                            augment=config.augment, flip=config.flip)
+        return dist.shard(multitask.split_labels(make_dataset(
+            index.paths, multitask.dataset_labels(index), image_size=image_size, batch_size=config.batch_size,
+            preprocessing=spec.preprocessing, training=training, seed=config.seed, augment=config.augment,
+            flip=config.flip), index.tasks))
 
     data = _Data(dataset(train_index, True), dataset(val_index, False),
-                 dataset(train_index, False), class_weight)  # the third un-augmented, for BatchNorm statistics
+                 dataset(train_index, False), class_weight,  # the third un-augmented, for BatchNorm statistics
+                 multitask.loss_weights(config))
     total = config.epochs + config.fine_tune_epochs
-    store = CheckpointStore(resume_dir(config.output), _identity(config, source, train_index, val_index))
+    store = dist.checkpoint_store(resume_dir(config.output), dist.identity(
+        _identity(config, source, train_index, val_index), list(train_index.paths) + list(val_index.paths)))
     resumed = store.load()
+    dist.check_agreement(store.key, resumed.epoch if resumed else 0)
     progress = _Progress(store, total)
     if resumed:
         model.set_weights(resumed.weights)
         progress.restore(resumed)
         say(f"resuming from epoch {resumed.epoch} of {total} (checkpoint {store.directory})")
     layers = backbone_layers(model)
+    cache_info: dict[str, Any] = {"used": False}
+    phase_seconds: dict[str, float] = {}  # wall time of each phase trained by this process
     try:
         if config.epochs and progress.done < config.epochs:
             for layer in layers:
@@ -88,8 +108,14 @@ def _train(config: TrainConfig) -> Manifest:
             if not pretrained:
                 say("warning: --weights none with a frozen backbone trains the head on random features; "
                     "add --fine-tune-epochs with --fine-tune-layers all, or start from pretrained weights")
-            _fit(model, data, progress, "head", config.learning_rate, 0, config.epochs,
-                 resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for)
+            phase_started = time.perf_counter()
+            head_data, trained = data, model
+            if config.uses_feature_cache:
+                head_data, trained, cache_info = _cached_head(model, config, spec, image_size, data,
+                                                              train_index, val_index)
+            _fit(model, head_data, progress, "head", config.learning_rate, 0, config.epochs,
+                 resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for, trained)
+            phase_seconds["head"] = round(time.perf_counter() - phase_started, 2)  # extraction and checkpoints included
         if config.fine_tune_epochs and progress.done < total:
             count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
             for i, layer in enumerate(layers):
@@ -97,19 +123,32 @@ def _train(config: TrainConfig) -> Manifest:
                 layer.trainable = i >= len(layers) - count and not (is_bn and pretrained)
             say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
                 f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
+            phase_started = time.perf_counter()
             _fit(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
                  config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
                  optimizer_for)
+            phase_seconds["fine-tune"] = round(time.perf_counter() - phase_started, 2)
         best = progress.best
         model.set_weights(best.weights)
-        metrics = _evaluate(model, data.val, full.classes, best)
+        if config.head == "prototype":
+            from edgetl import prototypes
+
+            prototypes.set_from_training_images(model, data.calibration, len(full.classes))
+        metrics = (multitask.evaluate(model, data.val, full, best.epoch) if full.tasks else
+                   _evaluate(model, data.val, full.classes, best))
     except KeyboardInterrupt:
         raise Interrupted(progress.interrupted_message()) from None
     except tf().errors.ResourceExhaustedError as exc:
         raise ResourceError(f"--batch-size {config.batch_size}: out of memory while training "
                             f"({str(exc).strip().splitlines()[0][:200]}); try a smaller batch, "
                             f"e.g. --batch-size {max(1, config.batch_size // 2)}") from None
+    except Exception as exc:  # multi-worker: a peer died; TensorFlow reports it as one of several errors
+        lost = dist.lost_worker(exc)
+        if lost is None:
+            raise
+        raise lost from None
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["phase_seconds"] = phase_seconds
     say(f"best epoch {best.epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
     history = progress.history
 
@@ -123,12 +162,19 @@ def _train(config: TrainConfig) -> Manifest:
             "class_weights": class_weight and {full.classes[i]: w for i, w in class_weight.items()},
             "train_fingerprint": train_index.fingerprint(), "val_fingerprint": val_index.fingerprint()},
         "weights": source,
+        "feature_cache": cache_info,
+        **({"prototypes": {"from": "training images", "enrolled": []}} if config.head == "prototype" else {}),
+        **multitask.run_sections(config, full, train_index, val_index),
+        "distribute": dist.section(config.batch_size),
         "history": history,
     }
     manifest = Manifest(kind="run", files={}, options=config.to_json(),
                         metrics=metrics, versions=versions(), parent=source.get("parent"), sections=sections)
+    if config.mixed_precision:  # exported files and runtimes expect float32 layers
+        model = float32_copy(model)
     try:
-        written = _write_run(config, model, full.classes, manifest)
+        written = _write_run(config if output is None else dataclasses.replace(config, output=output),
+                             model, full.classes, manifest)
     except KeyboardInterrupt:
         raise Interrupted(progress.interrupted_message()) from None
     store.clear()  # only once the run is in place: an interruption while writing still resumes
@@ -155,7 +201,7 @@ def _check_output(config: TrainConfig) -> None:
 
 
 def _load_data(config: TrainConfig) -> tuple[dsi.DatasetIndex, dsi.DatasetIndex, dsi.DatasetIndex]:
-    full = dsi.index_data(config.data, config.allow_outside_root)
+    full = dsi.index_data(config.data, config.allow_outside_root, config.tasks)
     dsi.check_trainable(full)  # before decoding anything: fail fast on one class or no images
     val_full = dsi.index_folder(config.val_dir, classes=full.classes) if config.val_dir else None
     for entry in full.skipped + (val_full.skipped if val_full else ()):
@@ -258,6 +304,7 @@ class _Data:
     val: Any
     calibration: Any
     class_weight: dict[int, float] | None
+    loss_weights: dict[str, float] | None = None  # multi-task: per output (edgetl/multitask.py)
 
 
 class _Progress:
@@ -272,8 +319,8 @@ class _Progress:
         self.best.accuracy, self.best.epoch = checkpoint.best_accuracy, checkpoint.best_epoch
         self.best.weights = checkpoint.best_weights
 
-    def save(self, model: Any, epoch: int, phase: str) -> None:
-        optimizer = [v.numpy() for v in model.optimizer.variables]
+    def save(self, model: Any, optimizer: Any, epoch: int, phase: str) -> None:
+        optimizer = [v.numpy() for v in optimizer.variables]
         try:
             self.store.save(Checkpoint(epoch, phase, self.history, self.best.accuracy, self.best.epoch,
                                        model.get_weights(), self.best.weights, optimizer))
@@ -292,38 +339,67 @@ class _Progress:
 
 
 def _fit(model: Any, data: _Data, progress: _Progress, phase: str, learning_rate: float, first_epoch: int,
-         epochs: int, optimizer_state: list[Any] | None, optimizer_for: Any) -> None:
-    """Train one phase: epochs first_epoch+1 .. first_epoch+epochs, skipping those already done."""
+         epochs: int, optimizer_state: list[Any] | None, optimizer_for: Any, trained: Any = None) -> None:
+    """Train one phase: epochs first_epoch+1 .. first_epoch+epochs, skipping those already done.
+
+    `trained` is the model fit() runs on: `model` itself, or its head alone on cached features
+    (it shares the head's layers, so `model` learns either way; checkpoints always hold `model`).
+    """
     k = keras()
+    trained = model if trained is None else trained
     # Cosine decay to zero: large steps early, and weights that settle at the end.
     schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * len(data.train)))
-    model.compile(optimizer=optimizer_for(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    trained.compile(optimizer=optimizer_for(schedule), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"], loss_weights=data.loss_weights)
     if optimizer_state:  # resuming inside this phase: the step count (schedule) and Adam's moments
-        model.optimizer.build(model.trainable_variables)
-        for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
+        trained.optimizer.build(trained.trainable_variables)
+        for variable, value in zip(trained.optimizer.variables, optimizer_state, strict=True):
             variable.assign(value)
     say(f"{phase}: {epochs} epoch(s), learning rate {learning_rate:g} with cosine decay, "
-        f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters")
+        f"{sum(int(np.prod(w.shape)) for w in trained.trainable_weights):,} trainable parameters")
 
     class ValidateAndTrackBest(k.callbacks.Callback):
         """Validation runs here, after BatchNorm recalibration, rather than inside fit()."""
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            batchnorm.recalibrate(self.model, data.calibration)
-            val_loss, val_accuracy = self.model.evaluate(data.val, verbose=0)
+            batchnorm.recalibrate(model, data.calibration)
+            results = self.model.evaluate(data.val, verbose=0, return_dict=True)
+            # Several outputs (multi-task): the mean of the tasks' accuracies, each task's in the logs too.
+            val_loss, val_accuracy, per_task = multitask.validation(results, self.model.output_names, logs)
             if logs is not None:
-                logs.update(val_loss=val_loss, val_accuracy=val_accuracy)
-            progress.best.update(self.model, float(val_accuracy), first_epoch + epoch + 1)
+                logs.update(val_loss=val_loss, val_accuracy=val_accuracy, **per_task)
+            progress.best.update(model, float(val_accuracy), first_epoch + epoch + 1)
 
     class SaveCheckpoint(k.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            progress.save(self.model, first_epoch + epoch + 1, phase)
+            progress.save(model, trained.optimizer, first_epoch + epoch + 1, phase)
 
-    model.fit(data.train, epochs=epochs, initial_epoch=max(0, progress.done - first_epoch), verbose=0,
+    trained.fit(data.train, epochs=epochs, initial_epoch=max(0, progress.done - first_epoch), verbose=0,
               class_weight=data.class_weight,
               callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, progress.total, progress.history),
                          SaveCheckpoint()])
+
+
+def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, data: _Data,
+                 train_index: dsi.DatasetIndex, val_index: dsi.DatasetIndex) -> tuple[_Data, Any, dict[str, Any]]:
+    """The head phase on cached backbone features: its data, the head-only model, and what was cached."""
+    from edgetl import feature_cache
+    from edgetl.heads import CACHE_AFTER
+
+    cut = feature_cache.cut_tensor(model, CACHE_AFTER[config.head])
+    extractor = keras().Model(model.input, cut, name="feature_extractor")
+    identity = {"weights_sha256": feature_cache.weights_digest(extractor), "image_size": image_size,
+                "preprocessing": spec.preprocessing.to_json(), "resize": RESIZE_METHOD,
+                "cut": CACHE_AFTER[config.head] or "backbone_output"}
+    splits = {name: feature_cache.cached_split(extractor, identity, index.paths, index.labels, images, name)
+              for name, index, images in (("train", train_index, data.calibration), ("val", val_index, data.val))}
+    cached = _Data(splits["train"].dataset(config.batch_size, True, config.seed),
+                   splits["val"].dataset(config.batch_size, False, config.seed), data.calibration, data.class_weight)
+    info = {"used": True, "feature_shape": list(splits["train"].features.shape[1:]),
+            **{f"{name}_hit": split.hit for name, split in splits.items()},
+            "extract_seconds": round(sum(split.seconds for split in splits.values()), 2),
+            "entries": [split.path.name for split in splits.values()]}
+    return cached, feature_cache.head_model(model, cut), info
 
 
 def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: _BestWeights) -> dict[str, Any]:
@@ -344,6 +420,7 @@ def _write_run(config: TrainConfig, model: Any, classes: tuple[str, ...], manife
             layer.trainable = True
         model.save(str(staging / MODEL_FILE))
         (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
-        written = write_manifest(staging, manifest, [MODEL_FILE, LABELS_FILE])
+        task_files = multitask.write_label_files(staging, manifest.sections)  # labels_<task>.txt, multi-task only
+        written = write_manifest(staging, manifest, [MODEL_FILE, LABELS_FILE, *task_files])
     say(f"wrote {config.output}/ ({MODEL_FILE}, {LABELS_FILE}, {MANIFEST_NAME})")
     return written

@@ -33,17 +33,24 @@ TOLERANCES: dict[str, dict[str, float]] = {
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 
-def structure_problems(info: dict[str, Any], options: ExportOptions, image_size: int, classes: int) -> list[str]:
+def structure_problems(info: dict[str, Any], options: ExportOptions, image_size: int, classes: int,
+                       tasks: list[tuple[str, list[str]]] | None = None) -> list[str]:
+    """`tasks`: a multi-task model's [(task, class names)]: one output per task, named after it, in order."""
     if info["format"] == "tflite":
-        return _tflite_problems(info, options, image_size, classes)
-    return _onnx_problems(info, options, image_size, classes)
+        return _tflite_problems(info, options, image_size, classes, tasks)
+    return _onnx_problems(info, options, image_size, classes, tasks)
 
 
 def _io_problems(info: dict[str, Any], input_shape: list[Any], in_dtype: str, output_shape: list[Any],
-                 out_dtype: str) -> list[str]:
+                 out_dtype: str, tasks: list[tuple[str, list[str]]] | None = None) -> list[str]:
     found = []
     for role, tensors, shape, dtype in (("input", info["inputs"], input_shape, in_dtype),
                                         ("output", info["outputs"], output_shape, out_dtype)):
+        if role == "output" and tasks:
+            from edgetl.multitask import output_problems
+
+            found += output_problems(tensors, tasks, shape[0], dtype)
+            continue
         if len(tensors) != 1:
             found.append(f"expected 1 {role}, found {len(tensors)}")
             continue
@@ -54,9 +61,10 @@ def _io_problems(info: dict[str, Any], input_shape: list[Any], in_dtype: str, ou
     return found
 
 
-def _tflite_problems(info: dict[str, Any], options: ExportOptions, size: int, classes: int) -> list[str]:
+def _tflite_problems(info: dict[str, Any], options: ExportOptions, size: int, classes: int,
+                     tasks: list[tuple[str, list[str]]] | None = None) -> list[str]:
     io = options.io_dtype
-    found = _io_problems(info, [1, size, size, 3], io, [1, classes], io)
+    found = _io_problems(info, [1, size, size, 3], io, [1, classes], io, tasks)
     flex = sorted({op["op"] for op in info["ops"] if op["op"].startswith("Flex")})
     if flex:
         found.append(f"SELECT_TF (Flex) ops need the TensorFlow runtime on device: {', '.join(flex)}")
@@ -83,18 +91,20 @@ def _tflite_problems(info: dict[str, Any], options: ExportOptions, size: int, cl
     return found
 
 
-def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, classes: int) -> list[str]:
+def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, classes: int,
+                   tasks: list[tuple[str, list[str]]] | None = None) -> list[str]:
     batch = info["inputs"][0]["shape"][0] if info["inputs"] and info["inputs"][0]["shape"] else None
     if isinstance(batch, int):
         found = [f"input batch dimension is fixed at {batch}; expected dynamic"]
     else:
         found = []
     shape = [batch, 3, size, size] if options.nchw else [batch, size, size, 3]
-    found += _io_problems(info, shape, "float", [info["outputs"][0]["shape"][0] if info["outputs"] else None, classes],
-                          "float")
+    found += _io_problems(info, shape, "float", [None if tasks else info["outputs"][0]["shape"][0] if info["outputs"]
+                                                 else None, classes], "float", tasks)
     names = ([t["name"] for t in info["inputs"]], [t["name"] for t in info["outputs"]])
-    if names != (["image"], ["probability"]):
-        found.append(f"input/output names are {names[0]}/{names[1]}, expected ['image']/['probability']")
+    if names[0] != ["image"] or not tasks and names[1] != ["probability"]:  # a multi-task model's: checked above
+        found.append(f"input/output names are {names[0]}/{names[1]}, expected ['image']/"
+                     f"{[t for t, _ in tasks] if tasks else ['probability']}")
     producers = {out: op for op in info["ops"] for out in op["outputs"]}
     weights = [(op, op["inputs"][1]) for op in info["ops"] if op["op"] in ONNX_WEIGHT_OPS and len(op["inputs"]) > 1]
     if options.quantize == "int8":

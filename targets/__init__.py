@@ -32,9 +32,6 @@ def open_session(path: Path, **options: Any) -> Any:
     return getattr(importlib.import_module(module), name)(path, **options)
 
 
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-
-
 def runtime_availability() -> dict[str, dict[str, Any]]:
     """Each runtime edgetl can use here, and if it cannot, why (never an exception)."""
     found: dict[str, dict[str, Any]] = {}
@@ -47,23 +44,13 @@ def runtime_availability() -> dict[str, dict[str, Any]]:
     try:
         import onnxruntime
 
+        from edgetl.targets.ort import provider_status
+
         providers = onnxruntime.get_available_providers()
-        found["onnxruntime"] = {"unavailable": None, "providers": providers}
-        for provider in GPU_PROVIDERS:
-            if provider not in providers:
-                reason = (f"{provider} not in this onnxruntime build ({', '.join(providers)}); "
-                          f"install onnxruntime-gpu on a machine with an NVIDIA GPU")
-            elif not _nvidia_gpu_present():
-                reason = f"{provider} is built in, but no NVIDIA GPU is visible"
-            else:
-                reason = None
+        found["onnxruntime"] = {"unavailable": None, "providers": providers, "device": onnxruntime.get_device()}
+        for provider, reason in provider_status().items():
             found[f"onnxruntime:{provider}"] = {"unavailable": reason}
     except ImportError as exc:
         found["onnxruntime"] = {"unavailable": f"onnxruntime is not installed ({exc}); pip install onnxruntime"}
     return found
 
-
-def _nvidia_gpu_present() -> bool:
-    import os
-
-    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")

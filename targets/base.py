@@ -30,6 +30,9 @@ class Session(Protocol):
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Normalized float32 NHWC batch -> float32 outputs of the first output tensor, one row per image."""
 
+    def predict_all(self, images: np.ndarray) -> list[np.ndarray]:
+        """Like predict, for every output tensor in output order (a multi-task model has one per task)."""
+
     def prepare(self, images: np.ndarray) -> Callable[[], None]:
         """Set `images` as the input once; return a call that runs one inference on it."""
 

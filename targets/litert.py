@@ -34,7 +34,6 @@ class LiteRTSession:
             raise InputError(f"{path}: LiteRT cannot load this model ({str(exc).splitlines()[0]})") from exc
         self._input = self.interpreter.get_input_details()[0]
         self._batches = True  # False once the graph refused a batch larger than its exported 1
-        self._output = self.interpreter.get_output_details()[0]
         self.inputs = [_info(d) for d in self.interpreter.get_input_details()]
         self.outputs = [_info(d) for d in self.interpreter.get_output_details()]
 
@@ -52,14 +51,20 @@ class LiteRTSession:
         self.interpreter.set_tensor(index, quantize(images, self.inputs[0]))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_all(images, 1)[0]
+
+    def predict_all(self, images: np.ndarray, count: int | None = None) -> list[np.ndarray]:
+        """The first `count` outputs (default: all; a multi-task model has one per task), in output order."""
         if len(images) > 1 and not self._batches:
-            return np.concatenate([self.predict(images[i:i + 1]) for i in range(len(images))])
+            per_image = [self.predict_all(images[i:i + 1], count) for i in range(len(images))]
+            return [np.concatenate(parts) for parts in zip(*per_image)]
         try:
             self._set_input(images)
         except RuntimeError:  # a graph whose shapes are fixed to batch 1 (e.g. a Reshape): one image at a time
             self._batches = False
             self.interpreter.resize_tensor_input(self._input["index"], [1, *self._input["shape"][1:]])
             self.interpreter.allocate_tensors()
-            return self.predict(images)
+            return self.predict_all(images, count)
         self.interpreter.invoke()
-        return dequantize(self.interpreter.get_tensor(self._output["index"]), self.outputs[0])
+        details = self.interpreter.get_output_details()[:count]
+        return [dequantize(self.interpreter.get_tensor(d["index"]), info) for d, info in zip(details, self.outputs)]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Feature caches of this test session go to a fresh folder, never the user's ~/.cache/edgetl.
+os.environ["EDGETL_CACHE"] = tempfile.mkdtemp(prefix="edgetl-test-cache-")
 
 COLORS = [(220, 40, 40), (40, 180, 60), (40, 70, 220), (230, 200, 30)]
 
@@ -72,3 +78,76 @@ def exported(run):
 
     return {(fmt, mode): export_run(run, format=fmt, quantize=mode, calibration_size=24, verify_size=24)
             for fmt in ("tflite", "onnx") for mode in MODES}
+
+
+# --- Tools built once per machine under the test cache: MediaPipe's virtualenv, the bundles' npm packages. ---
+
+MEDIAPIPE_VERSION = "1.2.3"
+MEDIAPIPE_RUNNER = """
+import json, sys
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
+
+results = []
+for job in json.load(open(sys.argv[1])):
+    try:
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=job["model"]))
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            images = []
+            for path in job["images"]:
+                categories = classifier.classify(mp.Image.create_from_file(path)).classifications[0].categories
+                images.append([{"index": c.index, "name": c.category_name, "score": c.score} for c in categories])
+        results.append({"ok": True, "images": images})
+    except Exception as error:
+        results.append({"ok": False, "error": f"{type(error).__name__}: {error}"})
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without what would point another interpreter at our packages."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+
+def run_or_fail(command: list[str], what: str, timeout: int, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=cwd)
+    if done.returncode != 0:
+        pytest.fail(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def build_once(name: str, build) -> Path:
+    """The folder $EDGETL_TEST_CACHE/NAME (default cache: ~/.cache/edgetl-tests), made by `build(folder)` once.
+
+    A file lock lets parallel runs share it, and a marker written last makes an interrupted build start over.
+    A failing build fails the test (pytest.fail), never skips it: CI must not pass without the tool."""
+    cache = Path(os.environ.get("EDGETL_TEST_CACHE") or Path.home() / ".cache" / "edgetl-tests")
+    folder, ready = cache / name, cache / name / "edgetl-ready"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            ready.write_text(f"{name}\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mediapipe_python() -> Path:
+    """A Python with mediapipe: $EDGETL_MEDIAPIPE_PYTHON, or a virtualenv made once under the test cache.
+
+    Its own virtualenv: no mediapipe release installs beside this project's dependencies (see
+    tests/test_tflite_metadata.py)."""
+    if os.environ.get("EDGETL_MEDIAPIPE_PYTHON"):
+        return Path(os.environ["EDGETL_MEDIAPIPE_PYTHON"])
+
+    def build(venv: Path) -> None:
+        python = venv / "bin" / "python"
+        run_or_fail([sys.executable, "-m", "venv", str(venv)], "creating the mediapipe virtualenv", 300)
+        run_or_fail([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                     f"mediapipe=={MEDIAPIPE_VERSION}"], f"pip install mediapipe=={MEDIAPIPE_VERSION}", 1200)
+        run_or_fail([str(python), "-c", "import mediapipe.tasks.python.vision"], "importing mediapipe", 300)
+
+    name = f"mediapipe-{MEDIAPIPE_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"
+    return build_once(name, build) / "bin" / "python"

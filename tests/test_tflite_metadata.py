@@ -8,14 +8,9 @@ TensorFlow 2.21 needs protobuf >= 6.31).
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
-import shutil
 import struct
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -25,9 +20,9 @@ from PIL import Image
 
 from edgetl.converters.tflite_metadata import LABELS_FILE, METADATA_NAME, add_metadata, read_metadata
 from edgetl.errors import InputError
+from tests.conftest import MEDIAPIPE_RUNNER, run_or_fail
 
 LABELS = ["cat", "dog", "bird"]
-MEDIAPIPE_VERSION = "1.2.3"
 SCALAR = {"mean": [127.5], "std": [127.5]}
 PER_CHANNEL = {"mean": [120.0, 110.0, 100.0], "std": [60.0, 58.0, 62.0]}
 
@@ -150,63 +145,7 @@ def test_truncated_model(float_model: bytes) -> None:
         read_metadata(float_model[:100])
 
 
-# --- The stock client: MediaPipe Tasks' ImageClassifier, in its own virtualenv. ---
-
-MEDIAPIPE_RUNNER = """
-import json, sys
-import mediapipe as mp
-from mediapipe.tasks.python import BaseOptions, vision
-
-results = []
-for job in json.load(open(sys.argv[1])):
-    try:
-        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=job["model"]))
-        with vision.ImageClassifier.create_from_options(options) as classifier:
-            images = []
-            for path in job["images"]:
-                categories = classifier.classify(mp.Image.create_from_file(path)).classifications[0].categories
-                images.append([{"index": c.index, "name": c.category_name, "score": c.score} for c in categories])
-        results.append({"ok": True, "images": images})
-    except Exception as error:
-        results.append({"ok": False, "error": f"{type(error).__name__}: {error}"})
-json.dump(results, open(sys.argv[2], "w"))
-"""
-
-
-def _run_or_fail(command: list[str], what: str, timeout: int) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_clean_env())
-    if done.returncode != 0:
-        pytest.fail(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-
-
-def _clean_env() -> dict[str, str]:
-    """This process's environment without what would point the other interpreter at our packages."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-
-
-@pytest.fixture(scope="session")
-def mediapipe_python() -> Path:
-    """A Python with mediapipe: $EDGETL_MEDIAPIPE_PYTHON, or a virtualenv made once under the cache dir.
-
-    The cache dir is $EDGETL_TEST_CACHE or ~/.cache/edgetl-tests; a file lock lets parallel runs share it,
-    and a marker written last makes an interrupted install start over.
-    """
-    if os.environ.get("EDGETL_MEDIAPIPE_PYTHON"):
-        return Path(os.environ["EDGETL_MEDIAPIPE_PYTHON"])
-    cache = Path(os.environ.get("EDGETL_TEST_CACHE") or Path.home() / ".cache" / "edgetl-tests")
-    venv = cache / f"mediapipe-{MEDIAPIPE_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"
-    python, ready = venv / "bin" / "python", venv / "edgetl-ready"
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            _run_or_fail([sys.executable, "-m", "venv", str(venv)], "creating the mediapipe virtualenv", 300)
-            _run_or_fail([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                          f"mediapipe=={MEDIAPIPE_VERSION}"], f"pip install mediapipe=={MEDIAPIPE_VERSION}", 1200)
-            _run_or_fail([str(python), "-c", "import mediapipe.tasks.python.vision"], "importing mediapipe", 300)
-            ready.write_text(f"mediapipe=={MEDIAPIPE_VERSION}\n")
-    return python
+# --- The stock client: MediaPipe Tasks' ImageClassifier, in its own virtualenv (tests/conftest.py). ---
 
 
 def sample_image(index: int) -> np.ndarray:
@@ -234,8 +173,8 @@ def mediapipe_run(float_model: bytes, mediapipe_python: Path, tmp_path_factory: 
         jobs.append({"model": str(folder / f"{name}.tflite"), "images": image_paths})
     (folder / "jobs.json").write_text(json.dumps(jobs))
     (folder / "runner.py").write_text(MEDIAPIPE_RUNNER)
-    _run_or_fail([str(mediapipe_python), str(folder / "runner.py"), str(folder / "jobs.json"),
-                  str(folder / "results.json")], "the MediaPipe ImageClassifier run", 300)
+    run_or_fail([str(mediapipe_python), str(folder / "runner.py"), str(folder / "jobs.json"),
+                 str(folder / "results.json")], "the MediaPipe ImageClassifier run", 300)
     results = json.loads((folder / "results.json").read_text())
     return {"images": np.stack(images), "models": models, "results": dict(zip(models, results))}
 

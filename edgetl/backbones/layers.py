@@ -86,7 +86,8 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 def output_quantized_layer_types() -> tuple[type, ...]:
     """Layer types TFMOT's default scheme cannot quantize by itself, annotated with OutputQuantizeConfig."""
-    return (HardSigmoid, HardSwish, keras().layers.Multiply, keras().layers.Dot)
+    k = keras().layers
+    return (HardSigmoid, HardSwish, k.Multiply, k.Dot, k.UnitNormalization, k.Rescaling)  # the last two: prototype head
 
 
 def quantize_scope() -> contextlib.AbstractContextManager:

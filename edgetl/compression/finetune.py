@@ -16,6 +16,7 @@ import numpy as np
 
 from edgetl.compression import cluster, prune, qat
 from edgetl.compression.recipe import Recipe, Step, block_shape
+from edgetl.distribute import SINGLE_PROCESS, Distribution
 from edgetl.model import MODEL_FILE, load_model
 from edgetl.pipeline import make_dataset
 from edgetl.progress import say
@@ -23,8 +24,18 @@ from edgetl.run_dir import Run
 from edgetl.tf_env import keras
 
 
-def apply_training_steps(run: Run, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
-    """The compressed Keras model (a fresh copy; the run is untouched) and facts for the manifest."""
+def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_PROCESS, *,
+                         _in_scope: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The compressed Keras model (a fresh copy; the run is untouched) and facts for the manifest.
+
+    With a strategy (`edgetl compress --distribute`), loading, wrapping and fine-tuning happen in its
+    scope, and the result is copied into a plain model outside it: conversion and verification then
+    read ordinary variables, with no collective operation between workers."""
+    if dist.strategy is not None and not _in_scope:
+        with dist.scope():
+            model, facts = apply_training_steps(run, recipe, dist, _in_scope=True)
+        facts["distribute"] = dist.section(int(run.manifest.options.get("batch_size", 32)))
+        return _plain_copy(model), facts
     started = time.perf_counter()
     k = keras()
     options = run.manifest.options
@@ -34,14 +45,7 @@ def apply_training_steps(run: Run, recipe: Recipe) -> tuple[Any, dict[str, Any]]
         if isinstance(layer, k.layers.BatchNormalization):
             layer.trainable = False
     train_index, val_index = run.splits
-
-    def dataset(index: Any, training: bool) -> Any:
-        return make_dataset(index.paths, index.labels, image_size=run.image_size,
-                            batch_size=int(options.get("batch_size", 32)), preprocessing=run.preprocessing,
-                            training=training, seed=int(options.get("seed", 0)),
-                            augment=bool(options.get("augment", True)), flip=bool(options.get("flip", True)))
-
-    train_ds, val_ds = dataset(train_index, True), dataset(val_index, False)
+    train_ds, val_ds = _dataset(run, train_index, True, dist), _dataset(run, val_index, False, dist)
     facts: dict[str, Any] = {"steps": []}
     done: list[str] = []
     for step in recipe.training_steps:
@@ -56,6 +60,27 @@ def apply_training_steps(run: Run, recipe: Recipe) -> tuple[Any, dict[str, Any]]
     say(f"  {recipe.spec()}: Keras validation accuracy {facts['keras_val_accuracy']:.4f} "
         f"(sparsity {facts['kernel_sparsity']:.2f}, {facts['seconds']:.0f} s)")
     return model, facts
+
+
+def _dataset(run: Run, index: Any, training: bool, dist: Distribution) -> Any:
+    """The run's own input pipeline: its batch size (the global batch), seed and augmentation."""
+    options = run.manifest.options
+    return dist.shard(make_dataset(index.paths, index.labels, image_size=run.image_size,
+                                   batch_size=int(options.get("batch_size", 32)), preprocessing=run.preprocessing,
+                                   training=training, seed=int(options.get("seed", 0)),
+                                   augment=bool(options.get("augment", True)), flip=bool(options.get("flip", True))))
+
+
+def _plain_copy(model: Any) -> Any:
+    """The same model and weights in ordinary variables. Reading the weights is collective under
+    MultiWorkerMirroredStrategy (BatchNorm statistics are all-reduced), so every worker calls this."""
+    from edgetl.backbones.layers import quantize_scope
+
+    weights = model.get_weights()
+    with quantize_scope():
+        copy = keras().models.clone_model(model)
+    copy.set_weights(weights)
+    return copy
 
 
 # Default learning rates, as a fraction of the peak rate of the run's last training phase. Measured

@@ -1,0 +1,187 @@
+# ------------------------------------------------------------------------------------------------
+# The rest of this file is the same in every Python client of an edgetl bundle: decode an image file,
+# preprocess it exactly as training did (model.json says how), run it, print the top-k labels; or,
+# with --selftest, check every test vector against test_vectors/expected.json.
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that turns the stored pixels upright (as PIL's ImageOps.exif_transpose).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ClientError(Exception):
+    """A file or option this client cannot use: one line, exit status 2."""
+
+
+def load_rgb(path):
+    """The image as training decoded it: 8-bit RGB (grayscale expanded, alpha dropped, not blended;
+    16-bit samples keep their high byte), a JPEG turned upright by its EXIF orientation, a GIF's first frame."""
+    try:
+        with Image.open(path) as image:
+            if image.mode in SIXTEEN_BIT_GRAY:
+                gray = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+                upright = Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
+            else:
+                upright = image.convert("RGB")
+            if image.format in ("JPEG", "MPO"):
+                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+                if orientation in UPRIGHT:
+                    upright = upright.transpose(UPRIGHT[orientation])
+            return np.asarray(upright, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for unreadable or truncated files
+        raise ClientError(f"{path}: cannot read the image ({error})") from None
+
+
+def _bilinear_axis(in_size, out_size):
+    # TensorFlow's half-pixel scaler, in float32: source = (i + 0.5) * in / out - 0.5.
+    scale = np.float32(in_size) / np.float32(out_size)
+    source = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(source)
+    low = np.maximum(floor, 0).astype(np.intp)
+    high = np.minimum(np.ceil(source), in_size - 1).astype(np.intp)
+    return low, high, (source - floor).astype(np.float32)
+
+
+def resize_bilinear(pixels, height, width):
+    """tf.image.resize(method="bilinear") as training used it: half-pixel centers, no antialiasing, no crop,
+    aspect ratio not kept; float32 arithmetic in TensorFlow's order, so the result is the same to the bit."""
+    image = pixels.astype(np.float32)
+    y_low, y_high, y_lerp = _bilinear_axis(image.shape[0], height)
+    x_low, x_high, x_lerp = _bilinear_axis(image.shape[1], width)
+
+    def across(rows):
+        left, right = rows[:, x_low], rows[:, x_high]
+        return left + (right - left) * x_lerp[None, :, None]
+
+    top, bottom = across(image[y_low]), across(image[y_high])
+    return top + (bottom - top) * y_lerp[:, None, None]
+
+
+def preprocess(path, spec):
+    """One image file -> the float32 input tensor the model was trained on ([1, H, W, 3] or [1, 3, H, W])."""
+    pre = spec["preprocessing"]
+    height, width = pre["resize"]["height"], pre["resize"]["width"]
+    image = resize_bilinear(load_rgb(path), height, width)
+    mean = np.asarray(pre["normalization"]["mean"], np.float32)
+    std = np.asarray(pre["normalization"]["std"], np.float32)
+    tensor = ((image - mean) / std)[None]
+    if spec["input"]["layout"] == "NCHW":
+        tensor = tensor.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(tensor, dtype=np.float32)
+
+
+def quantize(values, tensor):
+    """Float values -> the tensor's integer type with its scale and zero point (round half to even, clip)."""
+    q = tensor.get("quantization")
+    if not q:
+        return values.astype(np.float32)
+    limits = np.iinfo(tensor["dtype"])
+    return np.clip(np.round(values / q["scale"] + q["zero_point"]), limits.min, limits.max).astype(tensor["dtype"])
+
+
+def dequantize(values, tensor):
+    q = tensor.get("quantization")
+    if not q:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - q["zero_point"]) * q["scale"]
+
+
+def classify(runtime, spec, path):
+    """Probabilities (float32, one per line of labels.txt) and the float input tensor, for one image file."""
+    tensor = preprocess(path, spec)
+    raw = runtime.run(quantize(tensor, spec["input"]))
+    return dequantize(np.asarray(raw).reshape(-1), spec["output"]), tensor
+
+
+def compare(got, vector, tolerance, labels):
+    """What differs between this client's probabilities and the expected ones ([] when they match)."""
+    want = np.asarray(vector["probabilities"], np.float32)
+    if got.shape != want.shape:
+        return [f"{got.size} outputs, expected {want.size}"]
+    problems = []
+    diff = np.abs(got - want)
+    top, want_top = int(np.argmax(got)), int(np.argmax(want))
+    # A different top-1 is a mismatch, unless the expected probabilities of both classes are a near tie.
+    if top != want_top and want[want_top] - want[top] > tolerance:
+        problems.append(f"top-1 {labels[top]}, expected {labels[want_top]}")
+    worst = int(np.argmax(diff))
+    if diff[worst] > tolerance:
+        problems.append(f"max |diff| {diff[worst]:.3g} > {tolerance:g} at {labels[worst]} "
+                        f"(got {got[worst]:.6f}, expected {want[worst]:.6f})")
+    return problems
+
+
+def selftest(runtime, spec, labels):
+    expected = json.loads((HERE / "test_vectors" / "expected.json").read_text(encoding="utf-8"))
+    tolerance = float(expected["tolerance"]["max_abs_diff"])
+    vectors = expected["vectors"]
+    print(f"selftest: {spec['model_file']} in {runtime.name}, {len(vectors)} test vectors, "
+          f"tolerance: top-1 equal and max |diff| <= {tolerance:g}")
+    failed = 0
+    for vector in vectors:
+        got, tensor = classify(runtime, spec, HERE / "test_vectors" / vector["file"])
+        problems = compare(got, vector, tolerance, labels)
+        diff = float(np.max(np.abs(got - np.asarray(vector["probabilities"], np.float32)))) if got.size == len(
+            vector["probabilities"]) else float("nan")
+        if problems:
+            failed += 1
+            hint, mean = "", float(tensor.mean())
+            if abs(mean - vector["input_mean"]) > 1e-4:
+                hint = f"; input tensor mean {mean:.6f}, expected {vector['input_mean']:.6f}: preprocessing differs"
+            print(f"  FAIL  {vector['file']}: {'; '.join(problems)}{hint}")
+        else:
+            print(f"  ok    {vector['file']}: top-1 {labels[int(np.argmax(got))]}, max |diff| {diff:.2e}")
+    if failed:
+        print(f"selftest FAILED: {failed} of {len(vectors)} test vectors differ from expected.json")
+        return 1
+    print(f"selftest passed: {len(vectors)} of {len(vectors)} test vectors match")
+    return 0
+
+
+def top_k(runtime, spec, labels, paths, k):
+    for path in paths:
+        probabilities, _ = classify(runtime, spec, path)
+        print(path)
+        for index in np.argsort(-probabilities, kind="stable")[:k]:
+            print(f"  {labels[index]}  {probabilities[index]:.4f}")
+
+
+def main(runtime_class, argv=None):
+    parser = argparse.ArgumentParser(description=f"Classify image files with {HERE.name}'s model "
+                                                 f"({runtime_class.name}), preprocessed exactly as in training.")
+    parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, BMP, GIF)")
+    parser.add_argument("--top-k", type=int, default=3, help="labels to print per image [3]")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads [runtime default]")
+    parser.add_argument("--selftest", action="store_true",
+                        help="run every test vector and compare with test_vectors/expected.json; exit 1 on a mismatch")
+    args = parser.parse_args(argv)
+    if not args.selftest and not args.images:
+        parser.error("give image files to classify, or --selftest")
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    try:
+        spec = json.loads((HERE / "model.json").read_text(encoding="utf-8"))
+        labels = (HERE / spec["output"]["labels_file"]).read_text(encoding="utf-8").splitlines()
+        runtime = runtime_class(HERE / spec["model_file"], args.threads)
+        if args.selftest:
+            return selftest(runtime, spec, labels)
+        top_k(runtime, spec, labels, args.images, args.top_k)
+    except (ClientError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Runtime))  # noqa: F821  (the Runtime class at the top of the assembled client)
