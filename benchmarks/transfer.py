@@ -107,17 +107,16 @@ def few_shot(source_run: Path, folders: dict[str, Path], shots: int, episodes: i
 def keras_tutorial_baseline(source_run: Path, folders: dict[str, Path], image_size: int, epochs: int,
                             seed: int) -> dict:
     """The Keras transfer-learning tutorial's feature extraction, written as a user would, same backbone."""
-    from edgetl.model import load_model
+    from edgetl.model import copy_matching_weights, load_model
     from edgetl.tf_env import keras, tf
 
     k = keras()
     k.utils.set_random_seed(seed)
-    source = load_model(source_run / "model.keras")
-    # The tutorial's base_model: the pretrained network without its classifier, frozen, at this image size.
-    base = k.Model(source.input, source.get_layer("head_pool").input)  # the backbone's feature map
-    sized = k.Input((image_size, image_size, 3))
-    rebuilt = k.models.clone_model(base, input_tensors=sized)
-    rebuilt.set_weights(base.get_weights())
+    # The tutorial's base_model: tf.keras.applications.MobileNetV2(input_shape, include_top=False) built at
+    # this image size (its padding follows the size), with the source run's weights instead of ImageNet's.
+    rebuilt = k.applications.MobileNetV2(input_shape=(image_size, image_size, 3), alpha=BACKBONE["alpha"],
+                                         include_top=False, weights=None)
+    copy_matching_weights(load_model(source_run / "model.keras"), rebuilt.layers)
     rebuilt.trainable = False
 
     def images(folder: Path, shuffle: bool) -> Any:

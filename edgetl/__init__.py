@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from edgetl.manifest import Manifest
 
-__all__ = ["__version__", "bundle", "compress", "train"]
+__all__ = ["__version__", "bundle", "compress", "enroll", "train"]
 
 
 def train(data: str, output: str, **options: Any) -> "Manifest":
@@ -21,7 +21,8 @@ def train(data: str, output: str, **options: Any) -> "Manifest":
     Keyword options are the fields of `edgetl.config.TrainConfig` (backbone, alpha, weights,
     image_size, epochs, fine_tune_epochs, fine_tune_layers, batch_size, val_split, val_dir, seed,
     augment, flip, on_bad_image, class_weights, head, regularizer, regularizer_strength, clipnorm,
-    layer_lr_decay, learning_rate, fine_tune_learning_rate, overwrite). Returns the run's manifest.
+    layer_lr_decay, learning_rate, fine_tune_learning_rate, feature_cache, distribute,
+    mixed_precision, overwrite). Returns the run's manifest.
     Multi-task: `tasks` (CSV label columns, "species,color" or a sequence) and `task_weights`
     (one loss weight per task); see edgetl/multitask.py.
     """
@@ -31,14 +32,22 @@ def train(data: str, output: str, **options: Any) -> "Manifest":
     return run_training(TrainConfig.create(data=data, output=output, **options))
 
 
+def enroll(run: str, class_name: str, images: list[str]) -> "Manifest":
+    """Add class `class_name` to the prototype-head run RUN (or replace its prototype) from a few
+    image files, without training; returns the run's new manifest. Re-export the run afterwards."""
+    from edgetl.prototypes import enroll as enroll_class
+
+    return enroll_class(run, class_name, list(images))[0]
+
+
 def compress(run: str, **options: Any) -> dict[str, Any]:
     """Compress the training run RUN for a target within an accuracy budget.
 
-    Keyword options are the fields of `edgetl.compress.CompressOptions` (target, recipes,
+    Keyword options are the fields of `edgetl.compressor.CompressOptions` (target, recipes,
     max_accuracy_drop, repair, verify_size, seed, threads). Returns the report; its
     `["compress"]["recommended"]` is the artifact to ship, or None when nothing met the budget.
     """
-    from edgetl.compress import CompressOptions, run_compress
+    from edgetl.compressor import CompressOptions, run_compress
 
     if isinstance(options.get("recipes"), str):
         options["recipes"] = (options["recipes"],)

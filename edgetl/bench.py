@@ -245,8 +245,8 @@ def _gpu_providers(entry: Entry, options: BenchOptions, profiles: list[Any]) -> 
 
     if entry.path.suffix != ".onnx":
         return ()
-    if options.gpu_providers is not None:
-        return options.gpu_providers
+    if options.gpu_providers is not None:  # a target's list may name the CPU provider too: it is the plain row
+        return tuple(p for p in options.gpu_providers if p in GPU_PROVIDERS)
     usable = {p for p, reason in provider_status().items() if reason is None}
     wanted = {p for profile in profiles for p in profile.execution_providers}
     return tuple(p for p in GPU_PROVIDERS if p in usable | wanted)

@@ -274,7 +274,7 @@ def enroll(run: str, class_name: str, images: tuple[str, ...], as_json: bool) ->
 def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop: float, repair: bool,
              verify_size: int, threads: tuple[int, ...] | None, seed: int, distribute: str, as_json: bool) -> None:
     """Compress a training RUN for a target within an accuracy budget; recommend the fastest that meets it."""
-    from edgetl.compress import CompressOptions, raise_if_nothing_recommended, run_compress
+    from edgetl.compressor import CompressOptions, raise_if_nothing_recommended, run_compress
     from edgetl.compress_report import render_text
 
     from edgetl.locking import locked

@@ -29,7 +29,6 @@ names the columns (`path,species,color`); each task is one label column. The cho
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from pathlib import Path

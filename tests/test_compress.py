@@ -139,7 +139,7 @@ def test_budget_missed_exits_1_with_the_best_found_and_reports(sensitive_run, tm
 
 
 def test_resume_reuses_finished_candidates_and_rebuilds_damaged_ones(run, tmp_path):
-    from edgetl.compress import CompressOptions, run_compress
+    from edgetl.compressor import CompressOptions, run_compress
 
     work = _copy_run(run, tmp_path / "run")
     options = CompressOptions(target="x86-cpu", recipes=("int8", "float"), max_accuracy_drop=100, repair=False,

@@ -37,6 +37,7 @@
     docs/commands/<command>.md, with its default; every command has a page and every page a command.
 (c) Every relative link in docs/ and README.md leads to an existing file and, with `#anchor`, heading.
 (d) run-directory.md and report.md name every top-level key of a real manifest and report.
+(e) python-api.md documents every top-level function and every keyword option they take.
 """
 
 from __future__ import annotations
@@ -596,3 +597,23 @@ def test_report_page_names_every_report_key(workspace):
     keys -= {"schema", "schema_version"}  # shown with their values
     missing = _documented_keys("report.md", keys)
     assert not missing, f"docs/report.md does not name these report keys: {missing}"
+
+
+# -------------------------------------------------------------------------------------------------- (e)
+
+def test_python_api_page_documents_every_function_and_keyword():
+    import dataclasses
+
+    import edgetl
+    from edgetl.bench import BenchOptions
+    from edgetl.bundler import BundleOptions
+    from edgetl.compressor import CompressOptions
+    from edgetl.config import TrainConfig
+
+    text = (DOCS / "python-api.md").read_text(encoding="utf-8")
+    missing = [f"edgetl.{name}" for name in edgetl.__all__ if name != "__version__" and f"`edgetl.{name}(" not in text]
+    for options, skip in ((TrainConfig, {"data", "output"}), (CompressOptions, set()), (BundleOptions, set()),
+                          (BenchOptions, set())):
+        missing += [f"{options.__name__}.{f.name}" for f in dataclasses.fields(options)
+                    if f.name not in skip and f"`{f.name}`" not in text and f"`{f.name}=" not in text]
+    assert not missing, f"docs/python-api.md does not document: {', '.join(missing)}"
