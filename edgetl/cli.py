@@ -52,7 +52,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet | none | a .h5/.keras weights file | a previous run directory (chained transfer) | "
                    "an official efficientnet-liteN checkpoint directory.")
-@click.option("--image-size", type=int, default=None, help="Square input size in pixels [backbone default: 224].")
+@click.option("--image-size", type=int, default=None,
+              help="Square input size in pixels [the backbone's default: 224; EfficientNet-Lite1-4: 240-300].")
 @click.option("--epochs", type=int, default=5, show_default=True, help="Head epochs on the frozen backbone.")
 @click.option("--fine-tune-epochs", type=int, default=0, show_default=True,
               help="Epochs fine-tuning the top of the backbone after the head.")

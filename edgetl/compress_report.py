@@ -50,7 +50,7 @@ def render_text(report: dict[str, Any]) -> str:
     best = compress["recommended"]
     if best:
         lines.append(f"recommended for {compress['target']}: {best['name']} ({best['path']}): "
-                     f"drop {best['accuracy_drop_pts']:.2f} pts <= {compress['max_accuracy_drop']}, "
+                     f"drop {best['accuracy_drop_pts'] + 0.0:.2f} pts <= {compress['max_accuracy_drop']}, "
                      f"{best['bytes']:,} bytes, p50 {best['p50_ms']:.3f} ms at {best['threads']} thread(s)")
     else:
         lines.append(f"no artifact meets the budget of {compress['max_accuracy_drop']} pts on {compress['target']}")

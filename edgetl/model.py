@@ -57,7 +57,8 @@ def _build_backbone(spec: BackboneSpec, image_size: int, alpha: float, imagenet:
 def backbone_layers(model: Any) -> list[Any]:
     """Layers that carry backbone weights (everything but the input and the head). Output layers are head
     layers too: a multi-task model's are named after their tasks (edgetl/multitask.py)."""
-    outputs = set(model.output_names)
+    has_head = any(layer.name.startswith(HEAD_PREFIX) for layer in model.layers)
+    outputs = set(model.output_names) if has_head else set()  # a bare network (a weights file) is all backbone
     return [layer for layer in model.layers if not layer.name.startswith(HEAD_PREFIX) and layer.name not in outputs
             and not isinstance(layer, keras().layers.InputLayer)]
 

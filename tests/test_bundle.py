@@ -27,7 +27,7 @@ from edgetl.run_dir import Run, load_images
 from edgetl.targets import open_session
 from tests.conftest import MEDIAPIPE_RUNNER, build_once, clean_env, run_cli, run_or_fail
 
-FROM_EXPORTED = ["tflite-none", "tflite-int8", "onnx-none", "onnx-int8"]
+FROM_EXPORTED = [f"{fmt}-{mode}" for fmt in ("tflite", "onnx") for mode in ("none", "fp16", "dynamic", "int8")]
 INT8_IO = "tflite-int8-int8io"  # made by `edgetl export ... --io-dtype int8 --bundle DIR`
 VECTORS = [f"test_vectors/{i:02d}.png" for i in range(6)]
 COMMON_FILES = {"manifest.json", "labels.txt", "model.json", "README.md", "test_vectors/expected.json", *VECTORS}
@@ -274,7 +274,7 @@ def node_client(folder: Path, node_modules: Path, *args: str) -> subprocess.Comp
                           timeout=120, env=clean_env() | {"NODE_PATH": str(node_modules)}, cwd=folder.parent)
 
 
-@pytest.mark.parametrize("name", ["onnx-none", "onnx-int8"])
+@pytest.mark.parametrize("name", [name for name in FROM_EXPORTED if name.startswith("onnx")])
 def test_node_client_selftest_passes(deployed, node_modules, name):
     done = node_client(deployed[name], node_modules, "--selftest")
     assert done.returncode == 0, done.stdout + done.stderr
