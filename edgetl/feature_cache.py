@@ -127,7 +127,10 @@ def cached_split(extractor: Any, identity: dict[str, Any], paths: Sequence[str],
     started = time.perf_counter()
     _build(entry, extractor, images, len(labels), identity)
     seconds = round(time.perf_counter() - started, 2)
-    features, stored = _load(entry, len(labels)) or _fail(entry)
+    loaded = _load(entry, len(labels))
+    if loaded is None:
+        raise RuntimeError(f"feature cache: {entry} was written but cannot be read back")
+    features, stored = loaded
     say(f"feature cache: computed {name} features of {len(labels)} images once ({seconds:.1f}s) -> {entry}")
     return CachedSplit(features, stored, entry, False, seconds)
 
@@ -184,7 +187,3 @@ def _build(entry: Path, extractor: Any, images: Any, count: int, identity: dict[
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fail(entry: Path) -> Any:
-    raise RuntimeError(f"feature cache: {entry} was written but cannot be read back")
