@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgetl.converters import onnx_quantize
+from edgetl.converters import onnx_passes, onnx_quantize
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError
 from edgetl.multitask import task_outputs
@@ -48,6 +48,8 @@ class KerasToONNX:
             _rename_output(proto, name, index)
         facts: dict[str, Any] = {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": options.opset,
                                  "converter_log": _summarize(records)}
+        if options.quantize != "int8":  # int8 keeps Add/Clip/Mul: ONNX Runtime has QLinear kernels for those
+            facts["graph_passes"] = {"hard_sigmoid_fused": onnx_passes.fuse_hard_sigmoid(proto)}
         if options.quantize == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
             from onnxruntime.transformers.onnx_model import OnnxModel

@@ -1,0 +1,131 @@
+"""ONNX graph passes (converters/onnx_passes.py): same outputs in ONNX Runtime, fewer ops."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgetl.converters.onnx_passes import fold_constant_scales, fuse_hard_sigmoid
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _ops(model: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(node.op_type for node in model.graph.node)
+
+
+def _scalar(name: str, value: float, dtype=np.float32) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def _model(nodes, initializers, shape=(2, 8)) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _hard_swish_then_not_a_hard_sigmoid() -> onnx.ModelProto:
+    """hard_swish(x) as tf2onnx writes it, then relu6(h + 2) / 6, which is no hard-sigmoid and must stay."""
+    nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+             helper.make_node("Mul", ["c", "sixth"], ["hs"]), helper.make_node("Mul", ["x", "hs"], ["h"]),
+             helper.make_node("Add", ["h", "two"], ["a2"]), helper.make_node("Clip", ["a2", "zero", "six"], ["c2"]),
+             helper.make_node("Mul", ["sixth", "c2"], ["y"])]
+    return _model(nodes, [_scalar("three", 3.0), _scalar("two", 2.0), _scalar("zero", 0.0), _scalar("six", 6.0),
+                          _scalar("sixth", 1.0 / 6.0)])
+
+
+def test_hard_sigmoid_is_fused_with_the_same_outputs():
+    model = _hard_swish_then_not_a_hard_sigmoid()
+    x = np.random.default_rng(0).uniform(-8, 8, (2, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert fuse_hard_sigmoid(model) == 1
+    onnx.checker.check_model(model)
+    assert _ops(model) == {"HardSigmoid": 1, "Mul": 2, "Add": 1, "Clip": 1}
+    assert {init.name for init in model.graph.initializer} == {"two", "zero", "six", "sixth"}  # "three" unused now
+    np.testing.assert_allclose(_run(model, x), before, atol=1e-6, rtol=0)
+
+
+def test_hard_sigmoid_is_not_fused_when_an_inner_value_is_also_used():
+    model = _hard_swish_then_not_a_hard_sigmoid()
+    model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, (2, 8)))  # the Clip is read
+    assert fuse_hard_sigmoid(model) == 0
+    assert "HardSigmoid" not in _ops(model)
+
+
+def _qdq_constant_multiply(constant: float) -> onnx.ModelProto:
+    """x -> Q -> DQ -> Mul(DQ(constant)) -> Q -> DQ -> Relu -> y: what the quantizer writes for x * c."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "z"], ["q_x"]),
+             helper.make_node("DequantizeLinear", ["q_x", "s_x", "z"], ["d_x"]),
+             helper.make_node("DequantizeLinear", ["q_c", "s_c", "z"], ["d_c"]),
+             helper.make_node("Mul", ["d_x", "d_c"], ["m"]),
+             helper.make_node("QuantizeLinear", ["m", "s_m", "z"], ["q_m"]),
+             helper.make_node("DequantizeLinear", ["q_m", "s_m", "z"], ["d_m"]),
+             helper.make_node("Relu", ["d_m"], ["y"])]
+    s_c = abs(constant) / 127.0
+    return _model(nodes, [_scalar("s_x", 0.05), _scalar("z", 128, np.uint8), _scalar("s_c", s_c),
+                          _scalar("q_c", 128 + np.sign(constant) * 127, np.uint8),
+                          _scalar("s_m", 0.05 * abs(constant))])
+
+
+def test_constant_multiply_folds_into_the_dequantize_scale():
+    model = _qdq_constant_multiply(1.0 / 6.0)
+    x = np.random.default_rng(1).uniform(-6, 6, (2, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert fold_constant_scales(model) == 1
+    onnx.checker.check_model(model)
+    assert _ops(model) == {"QuantizeLinear": 1, "DequantizeLinear": 1, "Relu": 1}
+    after = _run(model, x)
+    # exact now: x's quantized value times c, where before it was requantized to the Mul's own scale
+    expected = np.maximum(np.round(x / 0.05).clip(-128, 127) * 0.05 * np.float32(1.0 / 6.0), 0)
+    np.testing.assert_allclose(after, expected, atol=1e-6, rtol=0)
+    assert np.abs(after - before).max() <= 0.05 / 6.0 / 2 + 1e-6  # within half a step of the old requantization
+
+
+def test_negative_constant_is_not_folded():
+    model = _qdq_constant_multiply(-0.5)  # a negative scale is not a valid dequantization
+    assert fold_constant_scales(model) == 0
+    assert _ops(model)["Mul"] == 1
+
+
+def test_mobilenet_v3_exports_get_both_passes(tmp_path):
+    """The real path: a MobileNetV3-Small export; the verification inside `convert` is not what checks here,
+    ONNX Runtime against Keras is."""
+    from edgetl.backbones import mobilenet_v3
+    from edgetl.backbones.layers import HardSwish
+    from edgetl.converters.base import ConversionInput, ExportOptions
+    from edgetl.converters.onnx_export import KerasToONNX
+    from tests.test_mobilenet_v3 import randomize, with_head
+
+    backbone = mobilenet_v3.build_mobilenet_v3_small(32, 0.75, None)
+    randomize(backbone)
+    model = with_head(backbone)
+    images = np.random.default_rng(2).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
+    source = ConversionInput(model, 32, ["a", "b", "c"], images)
+    hard_swishes = sum(isinstance(layer, HardSwish) for layer in model.layers)
+
+    facts = KerasToONNX().convert(source, ExportOptions(format="onnx", quantize="none"), tmp_path / "f.onnx")
+    fused = onnx.load(str(tmp_path / "f.onnx"))
+    # one per hard-swish and one per squeeze-excite gate
+    assert facts["graph_passes"]["hard_sigmoid_fused"] == _ops(fused)["HardSigmoid"] > hard_swishes > 0
+    assert _ops(fused)["Clip"] == 0  # every hard-sigmoid went; ReLU6 does not occur in MobileNetV3-Small
+    session = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": images})[0], model(images, training=False).numpy(),
+                               atol=1e-5, rtol=0)
+
+    facts = KerasToONNX().convert(source, ExportOptions(format="onnx", quantize="int8"), tmp_path / "q.onnx")
+    folded = facts["graph_passes"]["constant_scales_folded"]
+    assert folded == _ops(fused)["HardSigmoid"]  # the 1/6 of every hard-sigmoid
+    quantized = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    agreement = (quantized.run(None, {"image": images})[0].argmax(1) == model(images).numpy().argmax(1)).mean()
+    assert agreement >= 0.8
