@@ -149,9 +149,10 @@ def fold_constant_scales(model: Any) -> int:
             continue
         requantize = g.only_consumer(mul.output[0], "QuantizeLinear")
         readers = g.consumers.get(requantize.output[0], []) if requantize is not None else []
-        if not readers or any(r.op_type != "DequantizeLinear" for r in readers) or requantize.output[0] in g.outputs \
+        if not readers or requantize.output[0] in g.outputs or any(
+                r.op_type != "DequantizeLinear" or r.input[1:] != requantize.input[1:] for r in readers) \
                 or any(r.output[0] in g.outputs for r in readers[1:]):
-            continue
+            continue  # only a plain requantize-dequantize pair (or several identical dequantizes) goes
         scale_name = f"{mul.name}/folded_scale"
         scale = np.asarray(g.constants[dq.input[1]] * np.float32(c), dtype=g.constants[dq.input[1]].dtype)
         model.graph.initializer.append(numpy_helper.from_array(scale, scale_name))
@@ -160,8 +161,8 @@ def fold_constant_scales(model: Any) -> int:
             for node in model.graph.node:
                 node.input[:] = [merged if name == other.output[0] else name for name in node.input]
         removed |= {mul.name, requantize.name} | {r.name for r in readers}
-        inserted[mul.name] = helper.make_node("DequantizeLinear", [dq.input[0], scale_name, *dq.input[2:]],
-                                                     [merged], name=f"{mul.name}/folded")
+        inserted[mul.name] = helper.make_node("DequantizeLinear", [dq.input[0], scale_name, *dq.input[2:]], [merged],
+                                              name=f"{mul.name}/folded")
     _replace_nodes(model.graph, removed, inserted)
     _drop_unused(model.graph)
     return len(inserted)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import dataset_index as dsi
-from edgetl import multitask
+from edgetl import multitask_bench
 from edgetl.backbones.spec import Preprocessing
 from edgetl.errors import CheckFailedError, InputError, UsageError
 from edgetl.manifest import MANIFEST_NAME, now_utc, read_manifest, write_bytes_atomic
@@ -50,6 +50,7 @@ class BenchOptions:
     # ONNX Runtime GPU providers each .onnx file is also benched on (a row each: measured where usable,
     # skipped with the reason where not). None: those usable here plus those the targets list (cuda).
     gpu_providers: tuple[str, ...] | None = None
+    write_reports: bool = True  # False: the caller writes them (compress, after its repairs and recommendation)
 
     def problems(self) -> list[str]:
         found = []
@@ -120,14 +121,14 @@ def _artifact_entry(folder: Path, manifest: Any, run: Run | None) -> Entry:
                  preprocessing=Preprocessing(tuple(contract["mean"]), tuple(contract["std"])),
                  image_size=int(manifest.sections["backbone"]["image_size"]),
                  quantize=manifest.sections["artifact"]["quantize"], nchw=bool(manifest.options.get("nchw")),
-                 tasks=multitask.artifact_tasks(manifest))
+                 tasks=multitask_bench.artifact_tasks(manifest))
 
 
 def _bare_entry(path: Path, options: BenchOptions) -> Entry:
     from edgetl.inspection import inspect_model
 
     info = inspect_model(path)
-    multitask.refuse_bare(path, info)  # several outputs: only an artifact's manifest says what they are
+    multitask_bench.refuse_bare(path, info)  # several outputs: only an artifact's manifest says what they are
     labels, mean, std = _labels_and_normalization(info)
     if options.labels:
         labels = [line for line in options.labels.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -166,7 +167,7 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
     classes = entries[0].labels
     if any(e.labels != classes for e in entries):
         raise UsageError("the models have different labels; bench models of one task together")
-    tasks = multitask.bench_tasks(entries, options.data)
+    tasks = multitask_bench.bench_tasks(entries, options.data)
     if options.data:
         index = dsi.index_folder(options.data, classes=tuple(classes))
     elif run is not None:
@@ -174,7 +175,7 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
     else:
         raise UsageError("--data DIR is needed (a folder with one sub-folder per class): "
                          "no single training run to take the validation split from")
-    return list(index.paths), multitask.label_array(index) if tasks else np.asarray(index.labels), classes, run
+    return list(index.paths), multitask_bench.label_array(index) if tasks else np.asarray(index.labels), classes, run
 
 
 def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
@@ -200,9 +201,9 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     reference, reference_info = None, None
     if run is not None:
         # The Keras model takes NHWC, whatever layout an exported file was given.
-        reference = multitask.predict(open_session(run.path / MODEL_FILE),
+        reference = multitask_bench.predict(open_session(run.path / MODEL_FILE),
                                       images_for(dataclasses.replace(entries[0], nchw=False)), entries[0].tasks)
-        reference_info = multitask.parity_of(reference, labels, classes, None, entries[0].tasks) | {"name": "keras-float32"}
+        reference_info = multitask_bench.parity_of(reference, labels, classes, None, entries[0].tasks) | {"name": "keras-float32"}
     availability = runtime_availability()
     report_entries = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -226,7 +227,8 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     report["pareto"] = pareto(report_entries)
     out = options.out or ((run.path / "bench") if run is not None else Path("edgetl-bench"))
     report["report_dir"] = str(out)
-    write_reports(report, out)
+    if options.write_reports:
+        write_reports(report, out)
     return report
 
 
@@ -279,8 +281,8 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
         session = open_session(entry.path, **_session_options(entry.path, options, provider))
     except ProviderUnavailableError as exc:  # the provider's libraries did not load: ORT fell back to the CPU
         return base | {"skipped": str(exc)}
-    probabilities = multitask.predict(session, images, entry.tasks, chunk=32)
-    result = multitask.parity_of(probabilities, labels, classes, reference, entry.tasks)  # per task for multi-task
+    probabilities = multitask_bench.predict(session, images, entry.tasks, chunk=32)
+    result = multitask_bench.parity_of(probabilities, labels, classes, reference, entry.tasks)  # per task for multi-task
     info = inspect_model(entry.path)
     peak = estimate_peak_ram(info)
     say(f"  {name}: latency at {', '.join(map(str, options.threads))} thread(s)")
@@ -367,6 +369,6 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    write_bytes_atomic(out / "report.md", (render_markdown(report) + multitask.markdown_section(report)).encode())
+    write_bytes_atomic(out / "report.md", (render_markdown(report) + multitask_bench.markdown_section(report)).encode())
     write_bytes_atomic(out / "report.html", render_html(report).encode())
     say(f"wrote {out}/report.json, report.md, report.html")

@@ -153,14 +153,19 @@ class _Builder:
         self.sensitivity: list[dict[str, Any]] = []
 
     def candidate(self, recipe: Recipe, fmt: str, attempt: str | None = None) -> Candidate:
-        slug = recipe.slug()
-        name = f"{fmt}-{recipe.quantize}" + (f"-{slug}" if slug else "")
+        slug, io_dtype = recipe.slug(), self.io_dtype(recipe, fmt)
+        # Named like `edgetl export`'s folders: 8-bit I/O is a different file from float I/O, never built over it.
+        io_suffix = "" if io_dtype == "float32" else f"-{io_dtype}io"
+        name = f"{fmt}-{recipe.quantize}{io_suffix}" + (f"-{slug}" if slug else "")
         return Candidate(recipe, fmt, name, self.run.path / "artifacts" / name, attempt=attempt)
+
+    def io_dtype(self, recipe: Recipe, fmt: str) -> str:
+        return self.int8_io if recipe.quantize == "int8" and fmt == "tflite" else "float32"
 
     def export_options(self, candidate: Candidate) -> ExportOptions:
         ptq = candidate.recipe.step("ptq")
         int8 = candidate.recipe.quantize == "int8"
-        io_dtype = self.int8_io if int8 and candidate.format == "tflite" else "float32"
+        io_dtype = self.io_dtype(candidate.recipe, candidate.format)
         return ExportOptions(format=candidate.format, quantize=candidate.recipe.quantize, io_dtype=io_dtype,
                              calibration_size=ptq.get("calibration") if ptq else 200,
                              per_channel=ptq.get("per_channel") if ptq else True,
@@ -242,7 +247,7 @@ def _bench(candidates: list[Candidate], run: Run, profile: Any, options: Compres
     threads = options.threads or tuple(sorted({1, profile.threads}))
     bench_options = BenchOptions(threads=threads, min_runs=options.min_runs, min_seconds=options.min_seconds,
                                  targets=(options.target,), max_accuracy_drop=options.max_accuracy_drop, out=out,
-                                 gpu_providers=tuple(profile.execution_providers))
+                                 gpu_providers=tuple(profile.execution_providers), write_reports=False)
     return run_bench([str(c.path) for c in candidates], bench_options)
 
 

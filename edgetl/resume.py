@@ -1,6 +1,6 @@
 """Training checkpoints, so an interrupted `edgetl train` resumes from its last completed epoch.
 
-After every epoch the state goes to a hidden folder beside the output, `.NAME.resume/`: one `.npz`
+After an epoch (edgetl/phases.py says which) the state goes to a hidden folder beside the output, `.NAME.resume/`: one `.npz`
 with the model's weights, the best epoch's weights and the optimizer's variables, then `state.json`
 (epoch, phase, history, best epoch and accuracy, and the identity of the training) written last and
 atomically, so it always names a complete `.npz`. The identity is everything that decides the

@@ -4,9 +4,9 @@ Phase 1 trains only the head. Phase 2 (`fine_tune_epochs`) unfreezes the top `fi
 backbone layers at a lower learning rate. With pretrained weights BatchNorm stays in inference mode
 (its statistics belong to the source data); from scratch (`--weights none`) it trains normally.
 The best epoch by validation accuracy is kept. The run directory is assembled in a hidden staging
-folder and renamed into place only when complete, manifest last. A checkpoint after every epoch
-(edgetl/resume.py) lets the same command resume an interrupted training; the output's lock
-(edgetl/locking.py) is held throughout, so two processes never train into the same place.
+folder and renamed into place only when complete, manifest last. Checkpoints after epochs
+(edgetl/phases.py, edgetl/resume.py) let the same command resume an interrupted training; the
+output's lock (edgetl/locking.py) is held throughout, so two processes never train into the same place.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl import batchnorm, constraints, multitask
+from edgetl import constraints, multitask
 from edgetl import dataset_index as dsi
 from edgetl.backbones import get_backbone
 from edgetl.config import TrainConfig
@@ -28,10 +28,11 @@ from edgetl.locking import locked
 from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
 from edgetl.model import (LABELS_FILE, MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
                           load_model, load_weights_file)
+from edgetl.phases import BestWeights, PhaseData, Progress, fit_phase
 from edgetl.pipeline import RESIZE_METHOD, find_unreadable, make_dataset
-from edgetl.progress import epoch_logger, say
-from edgetl.resume import Checkpoint, CheckpointStore, data_stamp, resume_dir
-from edgetl.staging import DISK_FULL, staged_directory
+from edgetl.progress import say
+from edgetl.resume import data_stamp, resume_dir
+from edgetl.staging import staged_directory
 from edgetl.tf_env import keras, tf, versions
 
 IMBALANCE_RATIO = 10  # largest / smallest training class at which a warning suggests --class-weights
@@ -85,7 +86,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             preprocessing=spec.preprocessing, training=training, seed=config.seed, augment=config.augment,
             flip=config.flip), index.tasks))
 
-    data = _Data(dataset(train_index, True), dataset(val_index, False),
+    data = PhaseData(dataset(train_index, True), dataset(val_index, False),
                  dataset(train_index, False), class_weight,  # the third un-augmented, for BatchNorm statistics
                  multitask.loss_weights(config))
     total = config.epochs + config.fine_tune_epochs
@@ -93,7 +94,8 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
         _identity(config, source, train_index, val_index), list(train_index.paths) + list(val_index.paths)))
     resumed = store.load()
     dist.check_agreement(store.key, resumed.epoch if resumed else 0)
-    progress = _Progress(store, total)
+    # Workers must take the same checkpoint steps (reading weights can be a collective): no skipping there.
+    progress = Progress(store, total, throttle=dist.workers == 1)
     if resumed:
         model.set_weights(resumed.weights)
         progress.restore(resumed)
@@ -113,7 +115,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             if config.uses_feature_cache:
                 head_data, trained, cache_info = _cached_head(model, config, spec, image_size, data,
                                                               train_index, val_index)
-            _fit(model, head_data, progress, "head", config.learning_rate, 0, config.epochs,
+            fit_phase(model, head_data, progress, "head", config.learning_rate, 0, config.epochs,
                  resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for, trained)
             phase_seconds["head"] = round(time.perf_counter() - phase_started, 2)  # extraction and checkpoints included
         if config.fine_tune_epochs and progress.done < total:
@@ -124,7 +126,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
                 f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
             phase_started = time.perf_counter()
-            _fit(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
+            fit_phase(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
                  config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
                  optimizer_for)
             phase_seconds["fine-tune"] = round(time.perf_counter() - phase_started, 2)
@@ -287,101 +289,8 @@ def _load_official_checkpoint(model: Any, config: TrainConfig, path: Path) -> di
     return {"source": "checkpoint", "path": str(path.resolve()), "layers_loaded": loaded}
 
 
-class _BestWeights:
-    """Keeps the weights of the epoch with the best validation accuracy (first best wins ties)."""
-
-    def __init__(self) -> None:
-        self.accuracy, self.epoch, self.weights = -1.0, 0, None
-
-    def update(self, model: Any, accuracy: float, epoch: int) -> None:
-        if accuracy > self.accuracy:
-            self.accuracy, self.epoch, self.weights = accuracy, epoch, model.get_weights()
-
-
-@dataclasses.dataclass(frozen=True)
-class _Data:
-    train: Any
-    val: Any
-    calibration: Any
-    class_weight: dict[int, float] | None
-    loss_weights: dict[str, float] | None = None  # multi-task: per output (edgetl/multitask.py)
-
-
-class _Progress:
-    """Epochs done, history and best weights; saved as a checkpoint after every epoch."""
-
-    def __init__(self, store: CheckpointStore, total: int) -> None:
-        self.store, self.total = store, total
-        self.done, self.history, self.best = 0, [], _BestWeights()
-
-    def restore(self, checkpoint: Checkpoint) -> None:
-        self.done, self.history = checkpoint.epoch, checkpoint.history
-        self.best.accuracy, self.best.epoch = checkpoint.best_accuracy, checkpoint.best_epoch
-        self.best.weights = checkpoint.best_weights
-
-    def save(self, model: Any, optimizer: Any, epoch: int, phase: str) -> None:
-        optimizer = [v.numpy() for v in optimizer.variables]
-        try:
-            self.store.save(Checkpoint(epoch, phase, self.history, self.best.accuracy, self.best.epoch,
-                                       model.get_weights(), self.best.weights, optimizer))
-        except OSError as exc:
-            if exc.errno in DISK_FULL:
-                raise ResourceError(f"{self.store.directory}: no space left on device for the checkpoint of "
-                                    f"epoch {epoch}; free some space and re-run") from None
-            raise
-        self.done = epoch
-
-    def interrupted_message(self) -> str:
-        if not self.done:
-            return "interrupted before the first epoch completed; re-running the same command starts over"
-        return (f"interrupted; re-run the same command to resume from epoch {self.done} of {self.total} "
-                f"(checkpoint {self.store.directory})")
-
-
-def _fit(model: Any, data: _Data, progress: _Progress, phase: str, learning_rate: float, first_epoch: int,
-         epochs: int, optimizer_state: list[Any] | None, optimizer_for: Any, trained: Any = None) -> None:
-    """Train one phase: epochs first_epoch+1 .. first_epoch+epochs, skipping those already done.
-
-    `trained` is the model fit() runs on: `model` itself, or its head alone on cached features
-    (it shares the head's layers, so `model` learns either way; checkpoints always hold `model`).
-    """
-    k = keras()
-    trained = model if trained is None else trained
-    # Cosine decay to zero: large steps early, and weights that settle at the end.
-    schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * len(data.train)))
-    trained.compile(optimizer=optimizer_for(schedule), loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"], loss_weights=data.loss_weights)
-    if optimizer_state:  # resuming inside this phase: the step count (schedule) and Adam's moments
-        trained.optimizer.build(trained.trainable_variables)
-        for variable, value in zip(trained.optimizer.variables, optimizer_state, strict=True):
-            variable.assign(value)
-    say(f"{phase}: {epochs} epoch(s), learning rate {learning_rate:g} with cosine decay, "
-        f"{sum(int(np.prod(w.shape)) for w in trained.trainable_weights):,} trainable parameters")
-
-    class ValidateAndTrackBest(k.callbacks.Callback):
-        """Validation runs here, after BatchNorm recalibration, rather than inside fit()."""
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            batchnorm.recalibrate(model, data.calibration)
-            results = self.model.evaluate(data.val, verbose=0, return_dict=True)
-            # Several outputs (multi-task): the mean of the tasks' accuracies, each task's in the logs too.
-            val_loss, val_accuracy, per_task = multitask.validation(results, self.model.output_names, logs)
-            if logs is not None:
-                logs.update(val_loss=val_loss, val_accuracy=val_accuracy, **per_task)
-            progress.best.update(model, float(val_accuracy), first_epoch + epoch + 1)
-
-    class SaveCheckpoint(k.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            progress.save(model, trained.optimizer, first_epoch + epoch + 1, phase)
-
-    trained.fit(data.train, epochs=epochs, initial_epoch=max(0, progress.done - first_epoch), verbose=0,
-              class_weight=data.class_weight,
-              callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, progress.total, progress.history),
-                         SaveCheckpoint()])
-
-
-def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, data: _Data,
-                 train_index: dsi.DatasetIndex, val_index: dsi.DatasetIndex) -> tuple[_Data, Any, dict[str, Any]]:
+def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, data: PhaseData,
+                 train_index: dsi.DatasetIndex, val_index: dsi.DatasetIndex) -> tuple[PhaseData, Any, dict[str, Any]]:
     """The head phase on cached backbone features: its data, the head-only model, and what was cached."""
     from edgetl import feature_cache
     from edgetl.heads import CACHE_AFTER
@@ -393,7 +302,7 @@ def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, da
                 "cut": CACHE_AFTER[config.head] or "backbone_output"}
     splits = {name: feature_cache.cached_split(extractor, identity, index.paths, index.labels, images, name)
               for name, index, images in (("train", train_index, data.calibration), ("val", val_index, data.val))}
-    cached = _Data(splits["train"].dataset(config.batch_size, True, config.seed),
+    cached = PhaseData(splits["train"].dataset(config.batch_size, True, config.seed),
                    splits["val"].dataset(config.batch_size, False, config.seed), data.calibration, data.class_weight)
     info = {"used": True, "feature_shape": list(splits["train"].features.shape[1:]),
             **{f"{name}_hit": split.hit for name, split in splits.items()},
@@ -402,7 +311,7 @@ def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, da
     return cached, feature_cache.head_model(model, cut), info
 
 
-def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: _BestWeights) -> dict[str, Any]:
+def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: BestWeights) -> dict[str, Any]:
     labels, predicted = [], []
     for images, batch_labels in val_ds:
         predicted.append(np.argmax(model(images, training=False).numpy(), axis=1))

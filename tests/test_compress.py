@@ -7,6 +7,7 @@ same function while the per-tensor int8 activation scale of that tensor wipes ou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -156,6 +157,14 @@ def test_resume_reuses_finished_candidates_and_rebuilds_damaged_ones(run, tmp_pa
     assert status == {"tflite-int8": "reused", "onnx-int8": "reused", "tflite-none": "built", "onnx-none": "built"}
     assert int8_file.stat().st_mtime_ns == built_at
     read_manifest(work / "artifacts" / "onnx-none")  # rebuilt: hashes match again
+
+    # A target with 8-bit I/O gets its own file, named like `edgetl export --io-dtype int8`'s, beside the other.
+    profile = tmp_path / "int8-io.toml"
+    profile.write_text(TFLITE_INT8_PROFILE.replace('"tflite-int8-only"', '"int8-io"') + 'io_dtype = "int8"\n')
+    third = run_compress(work, dataclasses.replace(options, target=str(profile), recipes=("int8",)))
+    assert [c["name"] for c in third["compress"]["candidates"]] == ["tflite-int8-int8io"]
+    assert read_manifest(work / "artifacts" / "tflite-int8-int8io").options["io_dtype"] == "int8"
+    assert int8_file.stat().st_mtime_ns == built_at
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])

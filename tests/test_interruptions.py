@@ -205,14 +205,14 @@ def test_disk_full_while_writing_the_run_is_one_clean_error_and_no_partial_run(d
 
 
 def test_out_of_memory_names_batch_size_and_suggests_a_smaller_one(data, tmp_path, monkeypatch, capsys):
-    """A real out-of-memory error is impractical on CPU: _fit raises TensorFlow's own error instead."""
+    """A real out-of-memory error is impractical on CPU: fit_phase raises TensorFlow's own error instead."""
     import edgetl.training
     from edgetl.tf_env import tf
 
     def out_of_memory(*args, **kwargs):
         raise tf().errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,96,16,16]")
 
-    monkeypatch.setattr(edgetl.training, "_fit", out_of_memory)
+    monkeypatch.setattr(edgetl.training, "fit_phase", out_of_memory)
     code, err = _cli_main(["train", str(data), "-o", str(tmp_path / "run"), "--epochs", "1", *CLI_ARGS], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1] == (
@@ -242,6 +242,42 @@ def test_checkpoint_round_trip_keeps_one_complete_epoch_file(tmp_path):
     for got, want in zip(loaded.weights + loaded.best_weights + loaded.optimizer,
                          expected.weights + expected.best_weights + expected.optimizer):
         np.testing.assert_array_equal(got, want)
+
+
+def test_epochs_shorter_than_ten_checkpoint_writes_are_checkpointed_every_few_epochs(tmp_path):
+    """A checkpoint may cost at most 10 % of the training time; a phase's last epoch is always saved."""
+    from edgetl.phases import Progress
+    from edgetl.tf_env import keras
+
+    k = keras()
+    model = k.Sequential([k.Input((4,)), k.layers.Dense(3)])
+    optimizer = k.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    identity = {"options": {"epochs": 9}, "source": {"source": "none"}, "train_fingerprint": "a",
+                "val_fingerprint": "b", "data_stamp": "c"}
+
+    def saved_epoch(store: CheckpointStore) -> int:
+        return json.loads((store.directory / "state.json").read_text())["epoch"]
+
+    store = CheckpointStore(tmp_path / "throttled", identity)
+    progress = Progress(store, total=9)
+    progress.best.update(model, 0.5, 1)  # what validation does before each save
+    progress.save(model, optimizer, 1, "head", last_of_phase=False)  # the first is always written
+    assert (saved_epoch(store), progress.done) == (1, 1)
+    progress.save(model, optimizer, 2, "head", last_of_phase=False)  # microseconds later: skipped
+    assert (saved_epoch(store), progress.done) == (1, 1)
+    time.sleep(20 * progress.save_seconds + 0.01)  # ten times the write has passed
+    progress.save(model, optimizer, 3, "head", last_of_phase=False)
+    assert (saved_epoch(store), progress.done) == (3, 3)
+    progress.save(model, optimizer, 4, "head", last_of_phase=True)  # end of the phase: written whatever the time
+    assert (saved_epoch(store), progress.done) == (4, 4)
+    assert "interrupted; re-run the same command to resume from epoch 4 of 9" in progress.interrupted_message()
+
+    every = Progress(CheckpointStore(tmp_path / "every", identity), total=9, throttle=False)  # multi-worker runs
+    every.best.update(model, 0.5, 1)
+    for epoch in (1, 2):
+        every.save(model, optimizer, epoch, "head", last_of_phase=False)
+        assert saved_epoch(every.store) == epoch
 
 
 def test_a_changed_command_or_changed_images_never_resume_and_say_why(data, tmp_path, capsys):

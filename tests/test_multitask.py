@@ -244,6 +244,15 @@ def test_bench_reports_parity_per_task(multitask_run, multitask_artifacts, tmp_p
     section = markdown.split("## Parity per task")[1]
     assert "| tflite-int8 | color |" in section and "| keras-float32 (reference) | pattern |" in section
 
+    from click.testing import CliRunner
+
+    from edgetl.cli import cli
+
+    shown = CliRunner().invoke(cli, ["bench", str(run / "artifacts" / "onnx-none"), "--threads", "1", "--runs", "3",
+                                      "--warmup", "1", "--min-time", "0", "-o", str(tmp_path / "cli-bench")])
+    assert shown.exit_code == 0, shown.output
+    assert "| onnx-none | pattern |" in shown.output.split("## Parity per task")[1]  # on the terminal too
+
 
 def test_bench_refuses_what_it_cannot_label_per_task(multitask_run, multitask_artifacts, tmp_path):
     from edgetl.bench import BenchOptions, run_bench
