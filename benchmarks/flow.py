@@ -25,7 +25,7 @@ THROUGHPUT_GOAL = 10.0
 def demo_and_recommendation(scratch: Path, min_time: float) -> dict[str, Any]:
     """Run `edgetl demo` as a user would (a fresh process), then re-time every artifact that passed the
     budget, interleaved, at the target's thread count: recommended p50 / fastest p50."""
-    from benchmarks.suite import _median_p50
+    from benchmarks.suite import interleaved_p50
     from edgetl.targets import open_session
 
     started = time.perf_counter()
@@ -47,7 +47,7 @@ def demo_and_recommendation(scratch: Path, min_time: float) -> dict[str, Any]:
         return lambda: open_session(path, **{key: threads})
 
     openers = {name: opener(path) for name, path in passing.items()}
-    p50 = _median_p50(openers, image, threads, min_time)
+    p50, _ = interleaved_p50(openers, image, min_time)
     fastest = min(p50, key=p50.get)
     return {"demo_seconds": round(seconds, 1), "demo_reported_seconds": result["seconds"],
             "recommended": recommended["name"], "fastest_retimed": fastest, "threads": threads,
