@@ -48,8 +48,9 @@ class KerasToONNX:
             _rename_output(proto, name, index)
         facts: dict[str, Any] = {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": options.opset,
                                  "converter_log": _summarize(records)}
+        facts["graph_passes"] = {"identity_reshapes_dropped": onnx_passes.drop_identity_reshapes(proto)}
         if options.quantize != "int8":  # int8 keeps Add/Clip/Mul: ONNX Runtime has QLinear kernels for those
-            facts["graph_passes"] = {"hard_sigmoid_fused": onnx_passes.fuse_hard_sigmoid(proto)}
+            facts["graph_passes"]["hard_sigmoid_fused"] = onnx_passes.fuse_hard_sigmoid(proto)
         if options.quantize == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
             from onnxruntime.transformers.onnx_model import OnnxModel
@@ -63,8 +64,11 @@ class KerasToONNX:
             float_path = out.with_name(out.stem + ".float.onnx")
             onnx.save(proto, str(float_path))
             try:
-                facts |= onnx_quantize.quantize(float_path, out, options.quantize, source.calibration,
-                                                options.per_channel, options.float_fallback)
+                quantized = onnx_quantize.quantize(float_path, out, options.quantize, source.calibration,
+                                                   options.per_channel, options.float_fallback)
+                if "constant_scales_folded" in quantized:  # static int8: a pass on the quantized graph
+                    facts["graph_passes"]["constant_scales_folded"] = quantized.pop("constant_scales_folded")
+                facts |= quantized
             finally:
                 float_path.unlink(missing_ok=True)
         else:

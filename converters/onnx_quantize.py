@@ -49,8 +49,7 @@ def quantize(float_path: Path, out: Path, mode: str, calibration: np.ndarray | N
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
         folded = _fold_constant_scales(out)
         facts = {"quantization": "static QDQ", "weights": f"int8 per-{'channel' if per_channel else 'tensor'}",
-                 "activations": "uint8", "calibration_images": int(len(calibration)),
-                 "graph_passes": {"constant_scales_folded": folded}}
+                 "activations": "uint8", "calibration_images": int(len(calibration)), "constant_scales_folded": folded}
         return facts | ({"float_nodes": excluded} if excluded else {})
     finally:
         prepared.unlink(missing_ok=True)

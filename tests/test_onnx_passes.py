@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl.converters.onnx_passes import fold_constant_scales, fuse_hard_sigmoid
+from edgetl.converters.onnx_passes import drop_identity_reshapes, fold_constant_scales, fuse_hard_sigmoid
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -98,7 +98,21 @@ def test_negative_constant_is_not_folded():
     assert _ops(model)["Mul"] == 1
 
 
-def test_mobilenet_v3_exports_get_both_passes(tmp_path):
+def test_identity_reshape_is_dropped_and_a_real_one_kept():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "same"], ["s"]),
+             helper.make_node("Reshape", ["s", "flat"], ["f"]), helper.make_node("Reshape", ["f", "back"], ["y"])]
+    model = _model(nodes, [numpy_helper.from_array(np.array(v, np.int64), n)
+                           for n, v in (("same", [-1, 8]), ("flat", [16]), ("back", [2, 8]))])
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"  # a dynamic batch, as exported
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    x = np.random.default_rng(3).normal(size=(2, 8)).astype(np.float32)
+    before = _run(model, x)
+    assert drop_identity_reshapes(model) == 1  # [N, 8] -> [-1, 8]; flattening to [16] changes the shape
+    assert _ops(model) == {"Relu": 1, "Reshape": 2}
+    np.testing.assert_array_equal(_run(model, x), before)
+
+
+def test_mobilenet_v3_exports_get_the_passes(tmp_path):
     """The real path: a MobileNetV3-Small export; the verification inside `convert` is not what checks here,
     ONNX Runtime against Keras is."""
     from edgetl.backbones import mobilenet_v3
@@ -116,8 +130,9 @@ def test_mobilenet_v3_exports_get_both_passes(tmp_path):
 
     facts = KerasToONNX().convert(source, ExportOptions(format="onnx", quantize="none"), tmp_path / "f.onnx")
     fused = onnx.load(str(tmp_path / "f.onnx"))
-    # one per hard-swish and one per squeeze-excite gate
+    # one per hard-swish and one per squeeze-excite gate; the Reshape before each squeeze-excite convolution
     assert facts["graph_passes"]["hard_sigmoid_fused"] == _ops(fused)["HardSigmoid"] > hard_swishes > 0
+    assert facts["graph_passes"]["identity_reshapes_dropped"] > 0 and _ops(fused)["Reshape"] == 0
     assert _ops(fused)["Clip"] == 0  # every hard-sigmoid went; ReLU6 does not occur in MobileNetV3-Small
     session = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"image": images})[0], model(images, training=False).numpy(),
