@@ -4,18 +4,18 @@ tf2onnx writes hard-sigmoid, relu6(x + 3) / 6, as Add, Clip and Mul. Every hard-
 squeeze-excite gate of MobileNetV3 has one, and ONNX Runtime's CPU provider cannot keep those ops in
 its blocked NCHWc layout, so each costs a reorder out and back in around three elementwise passes.
 `fuse_hard_sigmoid` writes them as one HardSigmoid(alpha=1/6, beta=0.5), which ONNX Runtime runs in
-that layout: MobileNetV3-Small fp32 at 224 px went from 2.05 to 1.60 ms (1 thread) and from 1.83 to
-1.06 ms (2 threads) (benchmarks/README.md). Quantized graphs keep Add/Clip/Mul, which ONNX Runtime
+that layout: MobileNetV3-Small fp32 at 224 px went from 2.17 to 1.64 ms (1 thread) and from 1.87 to
+1.11 ms (2 threads) (benchmarks/README.md). Quantized graphs keep Add/Clip/Mul, which ONNX Runtime
 fuses into QLinearAdd/QLinearMul; it has no int8 HardSigmoid.
 
 `fold_constant_scales` works on a static-quantized (QDQ) graph: a Mul by a positive constant c whose
 other input is dequantized, DQ(q, s, z) * c, is DQ(q, s * c, z). The Mul and its requantization go
 away and the value is exact; for MobileNetV3 that is the 1/6 of every hard-sigmoid, one QLinearMul
-fewer per activation (int8 1.71 -> 1.53 ms, 1 thread).
+fewer per activation (int8 1.78 -> 1.57 ms, 1 thread).
 
 `drop_identity_reshapes` removes the Reshape tf2onnx puts before every squeeze-excite convolution,
 which reshapes [N, C, 1, 1] to [-1, C, 1, 1]: ONNX Runtime converts layouts around each (fp32 2
-threads 1.04 -> 0.97 ms). Every export gets it.
+threads 1.11 -> 1.08 ms). Every export gets it.
 """
 
 from __future__ import annotations
