@@ -175,7 +175,8 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
     else:
         raise UsageError("--data DIR is needed (a folder with one sub-folder per class): "
                          "no single training run to take the validation split from")
-    return list(index.paths), multitask_bench.label_array(index) if tasks else np.asarray(index.labels), classes, run
+    labels = multitask_bench.label_array(index) if tasks else np.asarray(index.labels)
+    return list(index.paths), labels, classes, run
 
 
 def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
@@ -202,8 +203,9 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
     if run is not None:
         # The Keras model takes NHWC, whatever layout an exported file was given.
         reference = multitask_bench.predict(open_session(run.path / MODEL_FILE),
-                                      images_for(dataclasses.replace(entries[0], nchw=False)), entries[0].tasks)
-        reference_info = multitask_bench.parity_of(reference, labels, classes, None, entries[0].tasks) | {"name": "keras-float32"}
+                                            images_for(dataclasses.replace(entries[0], nchw=False)), entries[0].tasks)
+        reference_info = (multitask_bench.parity_of(reference, labels, classes, None, entries[0].tasks)
+                          | {"name": "keras-float32"})
     availability = runtime_availability()
     report_entries = []
     with tempfile.TemporaryDirectory() as scratch:

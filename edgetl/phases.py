@@ -81,7 +81,7 @@ class Progress:
 
 
 def fit_phase(model: Any, data: PhaseData, progress: Progress, phase: str, learning_rate: float, first_epoch: int,
-         epochs: int, optimizer_state: list[Any] | None, optimizer_for: Any, trained: Any = None) -> None:
+              epochs: int, optimizer_state: list[Any] | None, optimizer_for: Any, trained: Any = None) -> None:
     """Train one phase: epochs first_epoch+1 .. first_epoch+epochs, skipping those already done.
 
     `trained` is the model fit() runs on: `model` itself, or its head alone on cached features
@@ -118,6 +118,6 @@ def fit_phase(model: Any, data: PhaseData, progress: Progress, phase: str, learn
             progress.save(model, trained.optimizer, first_epoch + epoch + 1, phase, last_of_phase=last)
 
     trained.fit(data.train, epochs=epochs, initial_epoch=max(0, progress.done - first_epoch), verbose=0,
-              class_weight=data.class_weight,
-              callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, progress.total, progress.history),
-                         SaveCheckpoint()])
+                class_weight=data.class_weight,
+                callbacks=[ValidateAndTrackBest(), epoch_logger(phase, first_epoch, progress.total, progress.history),
+                           SaveCheckpoint()])

@@ -116,7 +116,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
                 head_data, trained, cache_info = _cached_head(model, config, spec, image_size, data,
                                                               train_index, val_index)
             fit_phase(model, head_data, progress, "head", config.learning_rate, 0, config.epochs,
-                 resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for, trained)
+                      resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for, trained)
             phase_seconds["head"] = round(time.perf_counter() - phase_started, 2)  # extraction and checkpoints included
         if config.fine_tune_epochs and progress.done < total:
             count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
@@ -127,8 +127,8 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
                 f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
             phase_started = time.perf_counter()
             fit_phase(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
-                 config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
-                 optimizer_for)
+                      config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
+                      optimizer_for)
             phase_seconds["fine-tune"] = round(time.perf_counter() - phase_started, 2)
         best = progress.best
         model.set_weights(best.weights)

@@ -72,7 +72,13 @@ def test_sigint_exits_130_says_how_to_resume_and_the_rerun_resumes_in_the_right_
     try:
         _wait(first, log, lambda: lock_path(out).exists() and lock_path(out).read_text() == str(first.pid),
               "the lock")
-        second = run_cli(*train[2:])  # the same command while the first one runs
+        # The same command while the first one holds the lock. The first is paused meanwhile: the second
+        # command's start-up can take longer than the whole tiny training, and the SIGINT below must land in it.
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = run_cli(*train[2:])
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == 2, second.stderr
         assert f"in use by another edgetl process (PID {first.pid})" in second.stderr
         assert "Traceback" not in second.stderr
