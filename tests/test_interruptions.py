@@ -40,8 +40,11 @@ def data(tmp_path_factory) -> Path:
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen:
+    # SIGINT back to its default in the child: a test run started in the background of a non-interactive
+    # shell (`cmd &`, as some CI runners do) has it ignored, the child inherits that and Ctrl-C never arrives.
     with open(log, "w") as err:
-        return subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait(proc: subprocess.Popen, log: Path, ready, what: str) -> None:
@@ -72,13 +75,7 @@ def test_sigint_exits_130_says_how_to_resume_and_the_rerun_resumes_in_the_right_
     try:
         _wait(first, log, lambda: lock_path(out).exists() and lock_path(out).read_text() == str(first.pid),
               "the lock")
-        # The same command while the first one holds the lock. The first is paused meanwhile: the second
-        # command's start-up can take longer than the whole tiny training, and the SIGINT below must land in it.
-        first.send_signal(signal.SIGSTOP)
-        try:
-            second = run_cli(*train[2:])
-        finally:
-            first.send_signal(signal.SIGCONT)
+        second = run_cli(*train[2:])  # the same command while the first one runs
         assert second.returncode == 2, second.stderr
         assert f"in use by another edgetl process (PID {first.pid})" in second.stderr
         assert "Traceback" not in second.stderr
