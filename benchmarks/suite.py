@@ -6,7 +6,7 @@ Writes RESULTS.md and results.json (machine: CPU model, ISA flags, library versi
 issue's: MobileNetV2, MobileNetV3-Small and EfficientNet-Lite0 at 224 px, alpha 1.0, 10 classes,
 random weights with realistic activation ranges (benchmarks/int8_speed.py), batch 1. A backbone's
 files, at 1 and 2 threads, are timed side by side (interleaved_p50: open at once, taking turns in
-blocks of ten inferences), each for at least `--min-time` seconds; results.json has each p50's
+blocks of at least ten inferences and 50 ms), each for at least `--min-time` seconds; results.json has each p50's
 p25/p75 spread.
 
 Ratios and goals:

@@ -371,6 +371,6 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    write_bytes_atomic(out / "report.md", (render_markdown(report) + multitask_bench.markdown_section(report)).encode())
+    write_bytes_atomic(out / "report.md", render_markdown(report).encode())
     write_bytes_atomic(out / "report.html", render_html(report).encode())
     say(f"wrote {out}/report.json, report.md, report.html")

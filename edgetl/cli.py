@@ -336,14 +336,13 @@ def inspect(path: str, as_json: bool) -> None:
 def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **options: Any) -> None:
     """Latency, memory and accuracy parity of every exported model: a run, artifacts or .tflite/.onnx files."""
     from edgetl.bench import BenchOptions, raise_on_gate_failures, run_bench
-    from edgetl.multitask_bench import markdown_section
     from edgetl.report_render import render_markdown
 
     report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
     if as_json:
         _emit_json(report)
     else:
-        click.echo(render_markdown(report) + markdown_section(report))  # the per-task table: multi-task only
+        click.echo(render_markdown(report))
     raise_on_gate_failures(report)
 
 

@@ -1,5 +1,5 @@
 """`edgetl bench` of multi-task models (edgetl/multitask.py): which tasks the artifacts share, their
-probabilities per task, parity per task with the mean on top, and the per-task table of the report."""
+probabilities per task, and parity per task with the mean on top (report_render.py draws its table)."""
 
 from __future__ import annotations
 
@@ -72,20 +72,3 @@ def parity_of(probabilities: Any, labels: np.ndarray, classes: list[str], refere
             "accuracy_delta_pts": mean("accuracy_delta_pts"), "top1_agreement": mean("top1_agreement"),
             "mean_abs_prob_diff": mean("mean_abs_prob_diff"), "per_class_delta_pts": flat("per_class_delta_pts"),
             "tasks": per_task, "aggregate": "mean over tasks; the gate holds every task on its own"}
-
-
-def markdown_section(report: dict[str, Any]) -> str:
-    """A per-task parity table for report.md ("" when no artifact is multi-task)."""
-    rows = []
-    reference = (report.get("reference") or {}).get("tasks") or {}
-    for task, numbers in reference.items():
-        rows.append(f"| keras-float32 (reference) | {task} | {numbers['accuracy']:.4f} | — | — |")
-    for artifact in report.get("artifacts", []):
-        for task, numbers in ((artifact.get("parity") or {}).get("tasks") or {}).items():
-            delta, agree = numbers["accuracy_delta_pts"], numbers["top1_agreement"]
-            rows.append(f"| {artifact['name']} | {task} | {numbers['accuracy']:.4f} | "
-                        f"{'—' if delta is None else f'{delta:+.2f}'} | {'—' if agree is None else f'{agree:.4f}'} |")
-    if not rows:
-        return ""
-    return "\n".join(["", "## Parity per task", "", "| artifact | task | accuracy | Δ pts | top-1 agreement |",
-                      "|---|---|---|---|---|", *rows]) + "\n"

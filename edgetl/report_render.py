@@ -238,7 +238,24 @@ def render_markdown(report: dict[str, Any]) -> str:
     front = _front(report, _plot_points(report)[0])
     lines += ["", "## Pareto front", "", 
               f"{', '.join(f'**{_md(n)}**' for n in front) or 'empty'} {_front_note(report)}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _task_parity_markdown(report)
+
+
+def _task_parity_markdown(report: dict[str, Any]) -> str:
+    """A per-task parity table for report.md ("" when no artifact is multi-task)."""
+    rows = []
+    reference = (report.get("reference") or {}).get("tasks") or {}
+    for task, numbers in reference.items():
+        rows.append(f"| keras-float32 (reference) | {task} | {numbers['accuracy']:.4f} | — | — |")
+    for artifact in report.get("artifacts", []):
+        for task, numbers in ((artifact.get("parity") or {}).get("tasks") or {}).items():
+            delta, agree = numbers["accuracy_delta_pts"], numbers["top1_agreement"]
+            rows.append(f"| {artifact['name']} | {task} | {numbers['accuracy']:.4f} | "
+                        f"{'—' if delta is None else f'{delta:+.2f}'} | {'—' if agree is None else f'{agree:.4f}'} |")
+    if not rows:
+        return ""
+    return "\n".join(["", "## Parity per task", "", "| artifact | task | accuracy | Δ pts | top-1 agreement |",
+                      "|---|---|---|---|---|", *rows]) + "\n"
 
 
 # -------------------------------------------------------------------------------------------------------- HTML
