@@ -46,15 +46,18 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Run directory to create.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True,
-              help="mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | efficientnet_lite0..4")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Width multiplier.")
+@click.option("--backbone", default=None,
+              help="efficientnet_lite0..4 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large "
+                   "[default: efficientnet_lite0, or the --weights RUN's].")
+@click.option("--alpha", type=float, default=None, help="Width multiplier [default: 1.0, or the --weights RUN's].")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet | none | a .h5/.keras weights file | a previous run directory (chained transfer) | "
                    "an official efficientnet-liteN checkpoint directory.")
 @click.option("--image-size", type=int, default=None,
-              help="Square input size in pixels [the backbone's default: 224; EfficientNet-Lite1-4: 240-300].")
-@click.option("--epochs", type=int, default=5, show_default=True, help="Head epochs on the frozen backbone.")
+              help="Square input size in pixels [the --weights RUN's, else the backbone's: 224; "
+                   "EfficientNet-Lite1-4: 240-300].")
+@click.option("--epochs", type=int, default=5, show_default=True,
+              help="First phase: the head on the frozen backbone (with --weights none: the whole network).")
 @click.option("--fine-tune-epochs", type=int, default=0, show_default=True,
               help="Epochs fine-tuning the top of the backbone after the head.")
 @click.option("--fine-tune-layers", default="20", show_default=True,
@@ -125,6 +128,11 @@ def _print_run_summary(output: str, manifest: Any) -> None:
     for name, accuracy in metrics["per_class_accuracy"].items():
         shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
         click.echo(f"  {name:<{width}}  {shown}")
+    learning = metrics.get("learning", {})
+    if learning.get("warning"):
+        from edgetl.learning_check import advice
+
+        click.echo(f"warning: {learning['warning']}; {advice(manifest.options)}")
     skipped = manifest.sections.get("dataset", {}).get("skipped", [])
     if skipped:
         click.echo(f"skipped images: {len(skipped)} (listed in {output}/manifest.json)")

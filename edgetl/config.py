@@ -11,13 +11,15 @@ from edgetl.errors import UsageError
 ON_BAD_IMAGE = ("skip", "fail")
 CLASS_WEIGHTS = ("none", "balanced")
 FEATURE_CACHE = ("auto", "on", "off")
+DEFAULT_BACKBONE = "efficientnet_lite0"  # ImageNet weights installed with edgetl: transfer works offline
+INHERITED = ("backbone", "alpha", "image_size")  # what --weights RUN passes on unless given
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     data: Path
     output: Path
-    backbone: str = "mobilenet_v2"
+    backbone: str = DEFAULT_BACKBONE
     alpha: float = 1.0
     weights: str = "imagenet"  # "imagenet" | "none" | a weights file | a previous run directory
     image_size: int | None = None  # None: the backbone's default
@@ -59,6 +61,7 @@ class TrainConfig:
         for key in ("data", "output", "val_dir"):
             if options.get(key) is not None:
                 options[key] = Path(options[key])
+        options = _with_inherited(options)
         if isinstance(options.get("fine_tune_layers"), str) and options["fine_tune_layers"] != "all":
             try:
                 options["fine_tune_layers"] = int(options["fine_tune_layers"])
@@ -145,6 +148,9 @@ class TrainConfig:
         elif self.feature_cache == "on" and self.augment:
             found.append("--feature-cache on: augmented images give new features every epoch, so they cannot "
                          "be cached; add --no-augment (or use --feature-cache auto)")
+        elif self.feature_cache == "on" and self.weights == "none":
+            found.append("--feature-cache on: with --weights none the whole network trains, so backbone features "
+                         "change every step and cannot be cached; use --feature-cache auto or off")
         elif self.feature_cache == "on" and not self.epochs:
             found.append("--feature-cache on: caches the frozen-backbone phase, but --epochs is 0")
         return found
@@ -152,7 +158,7 @@ class TrainConfig:
     @property
     def uses_feature_cache(self) -> bool:
         return self.feature_cache != "off" and not self.augment and self.epochs > 0 and self.distribute == "none" \
-            and not self.tasks  # the cache holds one label per image
+            and not self.tasks and self.weights != "none"  # one label per image; a backbone that stays frozen
 
     @property
     def resolved_image_size(self) -> int:
@@ -166,3 +172,26 @@ class TrainConfig:
             out[key] = None if out[key] is None else str(Path(out[key]).resolve())
         out["image_size"] = self.resolved_image_size
         return out
+
+
+def _with_inherited(options: dict[str, Any]) -> dict[str, Any]:
+    """Chained transfer (--weights RUN): the backbone, alpha and image size of that run, for the ones not
+    given; None (not given) elsewhere becomes the default. A differing --backbone/--alpha is refused later,
+    when the run's weights are loaded (training.py), with both values named."""
+    import json
+
+    from edgetl.manifest import MANIFEST_NAME
+
+    given = {key: value for key, value in options.items() if not (key in INHERITED and value is None)}
+    weights = options.get("weights")
+    manifest = Path(weights) / MANIFEST_NAME if isinstance(weights, (str, Path)) and \
+        weights not in ("imagenet", "none") else None
+    if manifest is None or not manifest.is_file():
+        return given
+    try:
+        backbone = json.loads(manifest.read_text(encoding="utf-8")).get("sections", {}).get("backbone", {})
+    except (OSError, ValueError, AttributeError):
+        return given  # the full check, with its message, comes when the run is loaded
+    inherited = {"backbone": backbone.get("name"), "alpha": backbone.get("alpha"),
+                 "image_size": backbone.get("image_size")}
+    return {key: value for key, value in inherited.items() if value is not None} | given

@@ -21,6 +21,7 @@ from edgetl.converters import get_converter
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError, UsageError
 from edgetl.inspection import inspect_model
+from edgetl.learning_check import verification_cause
 from edgetl.locking import locked
 from edgetl.manifest import MANIFEST_NAME, Manifest, write_manifest
 from edgetl.model import LABELS_FILE, predict_in_batches
@@ -183,6 +184,9 @@ def _verify(path: Path, run: Run, model: Any, options: ExportOptions) -> dict[st
     else:
         numbers = agreement(reference, session.predict(np.ascontiguousarray(feed)), np.asarray(labels))
         numeric = numeric_problems(numbers, options.quantize)
+        cause = verification_cause(run.manifest.metrics | {"weights": run.manifest.options.get("weights")},
+                                   reference, np.asarray(labels), run.labels) if numeric else None
+        numeric += [cause] if cause else []
     numbers["bytes"] = path.stat().st_size
     return {"problems": problems + numeric, "numeric_problems": numeric, "numbers": numbers, "tolerances": TOLERANCES[options.quantize],
             "runtime": session.runtime, "op_histogram": info["op_histogram"],

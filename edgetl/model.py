@@ -48,10 +48,14 @@ def _build_backbone(spec: BackboneSpec, image_size: int, alpha: float, imagenet:
             raise
         url = match.group(1)
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / url.rsplit("/", 1)[-1]
+        from edgetl.backbones.lite_imagenet import offline_backbones
+
+        offline = ", ".join(offline_backbones()) or "none installed"
         raise WeightsUnavailableError(
             f"--weights imagenet: cannot download {spec.name} ImageNet weights ({url}); offline? "
-            f"Put that file at {cache}, or use --weights none, --weights FILE.h5, or --weights RUN_DIR "
-            f"(a previous edgetl run)") from None
+            f"Backbones with ImageNet weights on this machine: {offline} (--backbone). Or put that file at "
+            f"{cache}, or use --weights none, --weights FILE.h5, or --weights RUN_DIR (a previous edgetl run)"
+        ) from None
 
 
 def backbone_layers(model: Any) -> list[Any]:

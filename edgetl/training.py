@@ -20,10 +20,11 @@ import numpy as np
 
 from edgetl import constraints, multitask
 from edgetl import dataset_index as dsi
-from edgetl.backbones import get_backbone
+from edgetl.backbones import get_backbone, imagenet_provenance
 from edgetl.config import TrainConfig
 from edgetl.distribute import SINGLE_PROCESS, Distribution, float32_copy
 from edgetl.errors import InputError, Interrupted, ResourceError, UsageError
+from edgetl.learning_check import advice, learning_health
 from edgetl.locking import locked
 from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
 from edgetl.model import (LABELS_FILE, MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
@@ -105,19 +106,23 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
     phase_seconds: dict[str, float] = {}  # wall time of each phase trained by this process
     try:
         if config.epochs and progress.done < config.epochs:
+            # From scratch there is nothing to keep frozen: the first phase trains the whole network.
             for layer in layers:
-                layer.trainable = False
+                layer.trainable = not pretrained
             if not pretrained:
-                say("warning: --weights none with a frozen backbone trains the head on random features; "
-                    "add --fine-tune-epochs with --fine-tune-layers all, or start from pretrained weights")
+                say(f"from scratch (--weights none): training all {len(layers)} backbone layers with the head, "
+                    f"BatchNorm trainable")
             phase_started = time.perf_counter()
             head_data, trained = data, model
             if config.uses_feature_cache:
                 head_data, trained, cache_info = _cached_head(model, config, spec, image_size, data,
                                                               train_index, val_index)
-            fit_phase(model, head_data, progress, "head", config.learning_rate, 0, config.epochs,
-                      resumed.optimizer if resumed and resumed.phase == "head" else None, optimizer_for, trained)
-            phase_seconds["head"] = round(time.perf_counter() - phase_started, 2)  # extraction and checkpoints included
+            fit_phase(model, head_data, progress, "head" if pretrained else "scratch", config.learning_rate, 0,
+                      config.epochs,
+                      resumed.optimizer if resumed and resumed.phase in ("head", "scratch") else None, optimizer_for,
+                      trained)
+            # extraction and checkpoints included
+            phase_seconds["head" if pretrained else "scratch"] = round(time.perf_counter() - phase_started, 2)
         if config.fine_tune_epochs and progress.done < total:
             count = len(layers) if config.fine_tune_layers == "all" else min(config.fine_tune_layers, len(layers))
             for i, layer in enumerate(layers):
@@ -152,6 +157,8 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     metrics["phase_seconds"] = phase_seconds
     say(f"best epoch {best.epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
+    if metrics.get("learning", {}).get("warning"):
+        say(f"warning: {metrics['learning']['warning']}; {advice(config.to_json())}")
     history = progress.history
 
     sections = {
@@ -247,8 +254,10 @@ def _class_weights(train: dsi.DatasetIndex, mode: str) -> dict[int, float] | Non
 
 def _load_source_weights(model: Any, config: TrainConfig) -> dict[str, Any]:
     """Apply --weights; return what was loaded (and the parent run, for chained transfer)."""
-    if config.weights in ("imagenet", "none"):
-        return {"source": config.weights}
+    if config.weights == "imagenet":
+        return {"source": "imagenet", **imagenet_provenance(config.backbone)}
+    if config.weights == "none":
+        return {"source": "none"}
     path = Path(config.weights)
     if not path.exists():
         raise InputError(f"--weights {path}: no such file or directory; use imagenet, none, a .h5/.keras file "
@@ -320,7 +329,8 @@ def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: BestWeigh
     per_class = {name: (round(float(np.mean(p[y == i] == i)), 4) if np.any(y == i) else None)
                  for i, name in enumerate(classes)}
     return {"val_accuracy": round(float(np.mean(p == y)), 4), "val_images": int(len(y)),
-            "best_epoch": best.epoch, "per_class_accuracy": per_class}
+            "best_epoch": best.epoch, "per_class_accuracy": per_class,
+            "learning": learning_health(y, p, classes)}
 
 
 def _write_run(config: TrainConfig, model: Any, classes: tuple[str, ...], manifest: Manifest) -> Manifest:

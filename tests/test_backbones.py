@@ -71,6 +71,7 @@ def test_imagenet_weights_offline_is_a_clear_error(tmp_path):
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in message
     assert str(tmp_path / "models") in message
     assert "--weights none" in message and "RUN_DIR" in message
+    assert "Backbones with ImageNet weights on this machine: efficientnet_lite0" in message
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"])

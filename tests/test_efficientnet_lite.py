@@ -83,13 +83,20 @@ def test_stochastic_depth_is_a_training_only_dropout_before_each_residual_add():
     np.testing.assert_allclose(with_drop(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6)
 
 
-def test_imagenet_without_local_checkpoint_names_tarball_and_folder(tmp_path, monkeypatch):
+def test_imagenet_lite3_offline_names_tarball_folder_and_the_offline_backbones(tmp_path, monkeypatch):
+    """Lite3/4 have no weights package: a real download attempt, the network made unreachable by a dead proxy."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
     with pytest.raises(WeightsUnavailableError) as caught:
-        build_efficientnet_lite(2, 64, 1.0, "imagenet")
+        build_efficientnet_lite(3, 64, 1.0, "imagenet")
     message = str(caught.value)
-    assert "efficientnet-lite2.tar.gz" in message
-    assert str(tmp_path / "models" / "efficientnet-lite2") in message
+    assert "efficientnet-lite3.tar.gz" in message
+    assert str(tmp_path / "models" / "efficientnet-lite3") in message
+    assert "on this machine: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2" in message
+    assert "--weights none" in message
     with pytest.raises(ValueError, match="alpha 1.0"):
         build_efficientnet_lite(0, 64, 0.75, "imagenet")
 
@@ -144,7 +151,7 @@ def write_tf1_checkpoint(directory, values: dict[str, np.ndarray]) -> None:
             saver.save(session, str(directory / "model.ckpt"))
 
 
-def test_official_checkpoint_round_trip(tmp_path, monkeypatch):
+def test_official_checkpoint_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     official = official_lite0_variables()
     values = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in official.items()}
@@ -157,8 +164,8 @@ def test_official_checkpoint_round_trip(tmp_path, monkeypatch):
     write_tf1_checkpoint(checkpoint_dir, values | extras)
     assert tf().train.load_checkpoint(str(checkpoint_dir)).has_tensor("efficientnet-lite0/blocks_15/conv2d_1/kernel")
 
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    model = build_efficientnet_lite(0, 32, 1.0, "imagenet")
+    model = build_efficientnet_lite(0, 32, 1.0, None)
+    assert load_official_checkpoint(model, checkpoint_dir, 0) == len([layer for layer in model.layers if layer.weights])
 
     # Every backbone weight holds exactly one written tensor, and every written backbone tensor is used.
     written = {array.tobytes(): name for name, array in (values | {stem_ema: extras[stem_ema]}).items()}

@@ -98,7 +98,7 @@ def test_sigint_exits_130_says_how_to_resume_and_the_rerun_resumes_in_the_right_
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from epoch {done} of 3" in rerun.stderr
     history = _history(out)
-    assert [(h["epoch"], h["phase"]) for h in history] == [(1, "head"), (2, "head"), (3, "fine-tune")]
+    assert [(h["epoch"], h["phase"]) for h in history] == [(1, "scratch"), (2, "scratch"), (3, "fine-tune")]
     assert history[:done] == saved["history"], "the epochs done before the interruption are kept as they were"
     assert sorted(p.name for p in out.parent.iterdir()) == ["run"], "checkpoint, lock or staging left behind"
 

@@ -43,7 +43,7 @@ def test_manifest_records_options_data_history_metrics_and_versions(trained):
     assert doc["dataset"]["val_counts"] == {"class_0": 2, "class_1": 2, "class_2": 2}
     assert [s["reason"].startswith("cannot decode") for s in doc["dataset"]["skipped"]] == [True]
     assert doc["dataset"]["skipped"][0]["path"].endswith("broken.jpg")
-    assert [(h["epoch"], h["phase"]) for h in doc["history"]] == [(1, "head"), (2, "head"), (3, "fine-tune")]
+    assert [(h["epoch"], h["phase"]) for h in doc["history"]] == [(1, "scratch"), (2, "scratch"), (3, "fine-tune")]
     best = max(doc["history"], key=lambda h: h["val_accuracy"])
     assert doc["metrics"]["val_accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-3)
     assert set(doc["metrics"]["per_class_accuracy"]) == {"class_0", "class_1", "class_2"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from edgetl.backbones import efficientnet_lite, mobilenet, mobilenet_v3
 from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING
@@ -29,6 +30,17 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def imagenet_provenance(name: str) -> dict[str, Any]:
+    """Where `--weights imagenet` comes from for backbone `name`, for the manifest (no weights are loaded)."""
+    from edgetl.backbones import lite_imagenet
+    from edgetl.backbones.checkpoints import official_checkpoint_dir
+
+    if not name.startswith("efficientnet_lite"):
+        return {"from": "keras.applications"}
+    variant = int(name[-1])
+    return lite_imagenet.provenance(variant) or {"from": "checkpoint", "path": str(official_checkpoint_dir(variant))}
+
+
 def get_backbone(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
@@ -36,4 +48,4 @@ def get_backbone(name: str) -> BackboneSpec:
         raise UsageError(f"--backbone: unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
 
 
-__all__ = ["BACKBONES", "BackboneSpec", "Preprocessing", "get_backbone"]
+__all__ = ["BACKBONES", "BackboneSpec", "Preprocessing", "get_backbone", "imagenet_provenance"]

