@@ -56,10 +56,11 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--image-size", type=int, default=None,
               help="Square input size in pixels [the --weights RUN's, else the backbone's: 224; "
                    "EfficientNet-Lite1-4: 240-300].")
-@click.option("--epochs", type=int, default=5, show_default=True,
-              help="First phase: the head on the frozen backbone (with --weights none: the whole network).")
-@click.option("--fine-tune-epochs", type=int, default=0, show_default=True,
-              help="Epochs fine-tuning the top of the backbone after the head.")
+@click.option("--epochs", type=int, default=None,
+              help="First phase: the head on the frozen backbone (with --weights none: the whole network) "
+                   "[default: enough epochs for 500 steps, at least 5].")
+@click.option("--fine-tune-epochs", type=int, default=None,
+              help="Epochs fine-tuning the top of the backbone after the head [default: 5; 0 with --weights none].")
 @click.option("--fine-tune-layers", default="20", show_default=True,
               help="Backbone layers to unfreeze from the top, or 'all'.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -69,7 +70,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
               help="A separate validation folder (same class sub-folders) instead of --val-split.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Random flip, crop, rotation, brightness and contrast while training.")
+              help="Random flip, crop, rotation, brightness and contrast while backbone layers train "
+                   "(fine-tuning, from scratch); the head on the frozen backbone sees the images as they are.")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Include horizontal flips in augmentation (turn off for text, digits, asymmetric objects).")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
@@ -86,7 +88,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
                    "cluster from the TF_CONFIG environment variable. --batch-size is the global batch.")
 @click.option("--mixed-precision", is_flag=True,
               help="Compute in float16 on a GPU (mixed_float16; weights and the saved model stay float32).")
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--learning-rate", type=float, default=None,
+              help="First phase's Adam rate [default: 1e-2 for the head on a frozen backbone, 3e-3 from scratch].")
 @click.option("--head", type=click.Choice(["linear", "mlp", "attention", "prototype"]), default="linear",
               show_default=True,
               help="Classifier head: average pooling + linear, + a hidden layer (mlp), attention pooling, or "
@@ -105,7 +108,7 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--feature-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Train the frozen-backbone phase on backbone features computed once and cached on disk "
-                   "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever images are not augmented.")
+                   "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever it can (not with --tasks or --distribute).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON on stdout.")
 def train(data: str, output: str, as_json: bool, **options: Any) -> None:

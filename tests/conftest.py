@@ -52,7 +52,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 # The smallest settings that still train a real MobileNet end to end.
 TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 32, "weights": "none", "epochs": 1,
-        "batch_size": 8, "augment": False, "seed": 0}
+        "fine_tune_epochs": 0, "batch_size": 8, "augment": False, "seed": 0}
 
 MODES = ["none", "fp16", "dynamic", "int8"]
 

@@ -226,7 +226,7 @@ def test_killing_a_worker_mid_run_stops_the_chief_with_exit_2_and_leaves_no_run(
     procs = _start_workers([argv, argv], logs, tmp_path / "tmp")
     try:
         deadline = time.monotonic() + WORKER_TIMEOUT
-        while "head epoch 1/40" not in (logs / "worker0.err").read_text():
+        while "scratch epoch 1/40" not in (logs / "worker0.err").read_text():
             assert time.monotonic() < deadline and procs[0].poll() is None, (logs / "worker0.err").read_text()[-3000:]
             time.sleep(0.2)
         procs[1].send_signal(signal.SIGKILL)

@@ -17,7 +17,8 @@
       run; a one-epoch model fails int8 verification); later mentions of that RUN (other than
       runs/flowers) lead to the fresh folder. Tiny settings are appended, relying on click keeping the last
       value of a repeated option: `--alpha 0.35 --image-size 32 --batch-size 8 --no-augment`, `--epochs 1`
-      and `--fine-tune-epochs 1` where the command asks for more. `--weights imagenet` (given or default)
+      and `--fine-tune-epochs 1` where the command asks for more or leaves the default (hundreds of steps on
+      tiny data). `--weights imagenet` (given or default)
       cannot download here: it becomes the shared run for mobilenet_v2 (the same architecture, the offline
       stand-in for pretrained weights), else `none`.
     - `edgetl compress`: `--threads 1` is appended, and the training steps of `--recipe` strings (prune,
@@ -247,11 +248,10 @@ def _test_argv(argv: list[str], params: dict[str, Any], ws: dict[str, Any]) -> l
     if name == "train":
         extra = ["-o", _fresh(ws, params["output"]), *TINY_TRAIN]
         if params["weights"] == "imagenet":
-            extra += ["--weights", SHARED_RUN if params["backbone"] == "mobilenet_v2" else "none"]
-        if params["epochs"] > 1:
-            extra += ["--epochs", "1"]
-        if params["fine_tune_epochs"] > 1:
-            extra += ["--fine-tune-epochs", "1"]
+            extra += ["--weights", SHARED_RUN if params["backbone"] in (None, "mobilenet_v2") else "none"]
+        for option in ("epochs", "fine_tune_epochs"):  # None: train's default (hundreds of steps on tiny data)
+            if params[option] is None or params[option] > 1:
+                extra += [f"--{option.replace('_', '-')}", "1"]
         return [*argv, *extra]
     if name == "compress":
         argv = [_tiny_recipe(arg) if previous in ("--recipe",) else arg

@@ -56,13 +56,24 @@ def test_cache_key_follows_data_backbone_and_size(run, tmp_path) -> None:
     assert (again["train_hit"], again["val_hit"]) == (True, True) and again["entries"] == first["entries"]
     assert train("c", head="mlp")["train_hit"]  # same cut point (pooled features): same entry
     assert not train("d", image_size=40)["train_hit"]
-    assert not train("e", weights="none")["train_hit"]  # other backbone weights
+    assert not train("e", weights=str(_nudged_copy(run, tmp_path / "nudged.keras")))["train_hit"]  # other weights
     image = sorted((data / "class_0").iterdir())[0]
     image.write_bytes(image.read_bytes())  # same pixels, new modification time: the stamp changes
     os.utime(image, ns=(1, 1))
     changed = train("f")
     assert not changed["train_hit"] or not changed["val_hit"]
     assert changed["entries"] != first["entries"]
+
+
+def _nudged_copy(run: Path, target: Path) -> Path:
+    """The run's model with one backbone layer's weights scaled by 1.01: other backbone weights."""
+    from edgetl.model import backbone_layers, load_model
+
+    model = load_model(run / "model.keras")
+    layer = next(layer for layer in backbone_layers(model) if layer.weights)
+    layer.set_weights([w * 1.01 for w in layer.get_weights()])
+    model.save(str(target))
+    return target
 
 
 def test_damaged_entry_is_rebuilt(run, tmp_path) -> None:
@@ -96,6 +107,15 @@ def test_streamed_split_matches_in_memory(tmp_path, monkeypatch) -> None:
     assert all(labels[index[tuple(x)]] == y for x, y in zip(seen, got_labels))
 
 
-def test_cache_on_with_augmentation_is_refused(tmp_path) -> None:
-    with pytest.raises(UsageError, match="--feature-cache on.*--no-augment"):
-        edgetl.train(str(tmp_path), str(tmp_path / "out"), **TINY | {"augment": True, "feature_cache": "on"})
+def test_augmentation_is_for_fine_tuning_and_the_head_phase_stays_cached(run, data, tmp_path) -> None:
+    """--augment no longer rules the cache out: the frozen phase trains on the images as they are (cached), the
+    fine-tuning phase on augmented images."""
+    options = TINY | {"weights": str(run), "augment": True, "fine_tune_epochs": 1}
+    manifest = edgetl.train(str(data), str(tmp_path / "out"), **options | {"feature_cache": "on"})
+    assert manifest.sections["feature_cache"]["used"]
+    assert [h["phase"] for h in manifest.sections["history"]] == ["head", "fine-tune"]
+
+
+def test_cache_on_from_scratch_is_refused(tmp_path) -> None:
+    with pytest.raises(UsageError, match="--feature-cache on.*--weights none.*whole network trains"):
+        edgetl.train(str(tmp_path), str(tmp_path / "out"), **TINY | {"feature_cache": "on"})
