@@ -108,7 +108,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
 @click.option("--feature-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Train the frozen-backbone phase on backbone features computed once and cached on disk "
-                   "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever it can (not with --tasks or --distribute).")
+                   "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever it can (pretrained weights, "
+                   "not with --tasks or --distribute).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's manifest as JSON on stdout.")
 def train(data: str, output: str, as_json: bool, **options: Any) -> None:

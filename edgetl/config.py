@@ -48,7 +48,7 @@ class TrainConfig:
     trust_model: bool = False  # --weights .keras files may run their own code (Lambda layers)
     distribute: str = "none"  # "mirrored" | "multi-worker": see edgetl/distribute.py
     mixed_precision: bool = False  # mixed_float16 compute on a GPU; the run is saved in float32
-    learning_rate: float | None = None  # None: HEAD_LEARNING_RATE on a frozen backbone, SCRATCH_LEARNING_RATE from scratch
+    learning_rate: float | None = None  # None: HEAD_LEARNING_RATE, or SCRATCH_LEARNING_RATE from scratch
     fine_tune_learning_rate: float = 1e-4
     head: str = "linear"  # "mlp" | "attention": see edgetl/heads.py
     tasks: tuple[str, ...] | None = None  # multi-task: CSV label columns, one head each (edgetl/multitask.py)
@@ -215,8 +215,9 @@ def _with_inherited(options: dict[str, Any]) -> dict[str, Any]:
         return given
     try:
         backbone = json.loads(manifest.read_text(encoding="utf-8")).get("backbone", {})
-        backbone.get("name")
     except (OSError, ValueError, AttributeError):
+        backbone = None
+    if not isinstance(backbone, dict):
         return given  # the full check, with its message, comes when the run is loaded
     inherited = {"backbone": backbone.get("name"), "alpha": backbone.get("alpha"),
                  "image_size": backbone.get("image_size")}

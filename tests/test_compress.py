@@ -185,3 +185,16 @@ def test_batchnorm_folding_keeps_the_function(name):
     assert count > 30 and not any(type(layer).__name__ == "BatchNormalization" for layer in folded.layers)
     x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
     assert np.abs(model.predict(x, verbose=0) - folded.predict(x, verbose=0)).max() < 1e-5
+
+
+def test_training_steps_start_from_the_rate_that_trained_backbone_layers():
+    """A head-only pretrained run's 1e-2 suits a linear layer, not a whole network: its steps derive from the
+    fine-tune rate; a from-scratch run's from its scratch rate, unless it fine-tuned after."""
+    from edgetl.compression.finetune import LEARNING_RATE_FRACTION, default_learning_rate
+
+    head_only = {"weights": "imagenet", "fine_tune_epochs": 0, "learning_rate": 1e-2, "fine_tune_learning_rate": 1e-4}
+    scratch = {"weights": "none", "fine_tune_epochs": 0, "learning_rate": 3e-3, "fine_tune_learning_rate": 1e-4}
+    for step, fraction in LEARNING_RATE_FRACTION.items():
+        assert default_learning_rate(head_only, step) == pytest.approx(1e-4 * fraction)
+        assert default_learning_rate(scratch, step) == pytest.approx(3e-3 * fraction)
+        assert default_learning_rate(scratch | {"fine_tune_epochs": 5}, step) == pytest.approx(1e-4 * fraction)

@@ -75,3 +75,34 @@ def test_chained_transfer_inherits_backbone_alpha_and_size(run, tmp_path):
     with pytest.raises(UsageError, match="alpha"):
         edgetl.train(str(data), str(tmp_path / "other"), weights=str(run), alpha=1.0, epochs=1)
     shutil.rmtree(tmp_path / "next")
+
+
+def test_defaults_follow_what_the_first_phase_trains(tmp_path):
+    """Pretrained: the head at 1e-2, then 5 fine-tuning epochs; from scratch: 3e-3 and no second phase. Given
+    values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps and at least MIN_EPOCHS."""
+    from edgetl.config import HEAD_STEPS, MIN_EPOCHS, TrainConfig
+
+    pretrained = TrainConfig.create(data=tmp_path, output=tmp_path / "a")
+    scratch = TrainConfig.create(data=tmp_path, output=tmp_path / "b", weights="none")
+    assert (pretrained.learning_rate, pretrained.fine_tune_epochs, pretrained.epochs) == (1e-2, 5, None)
+    assert (scratch.learning_rate, scratch.fine_tune_epochs) == (3e-3, 0)
+    given = TrainConfig.create(data=tmp_path, output=tmp_path / "c", learning_rate=5e-4, fine_tune_epochs=0,
+                               epochs=2)
+    assert (given.learning_rate, given.fine_tune_epochs, given.epochs) == (5e-4, 0, 2)
+    few, many = pretrained.default_epochs(100), pretrained.default_epochs(50_000)
+    assert few == -(-HEAD_STEPS // 4) and few * 4 >= HEAD_STEPS  # 100 images at batch 32: 4 steps an epoch
+    assert many == MIN_EPOCHS
+    with pytest.raises(UsageError, match="nothing would be trained"):
+        TrainConfig.create(data=tmp_path, output=tmp_path / "d", weights="none", epochs=0)
+
+
+def test_the_manifest_records_the_epochs_the_run_used(run, tmp_path):
+    from edgetl.config import HEAD_STEPS
+
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=25)  # 40 training images: 5 steps of 8
+    options = {k: v for k, v in TINY.items() if k != "epochs"} | {"weights": str(run)}
+    manifest = edgetl.train(str(data), str(tmp_path / "run"), **options)
+    steps = -(-sum(manifest.sections["dataset"]["train_counts"].values()) // TINY["batch_size"])
+    epochs = manifest.options["epochs"]
+    assert epochs == -(-HEAD_STEPS // steps) and len(manifest.sections["history"]) == epochs
+    assert manifest.sections["feature_cache"]["used"]
