@@ -58,7 +58,7 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
                    "EfficientNet-Lite1-4: 240-300].")
 @click.option("--epochs", type=int, default=None,
               help="First phase: the head on the frozen backbone (with --weights none: the whole network) "
-                   "[default: enough epochs for 500 steps, at least 5].")
+                   "[default: enough epochs for 2,000 steps (from scratch 500), at least 5].")
 @click.option("--fine-tune-epochs", type=int, default=None,
               help="Epochs fine-tuning the top of the backbone after the head [default: 5; 0 with --weights none].")
 @click.option("--fine-tune-layers", default="20", show_default=True,

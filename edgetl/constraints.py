@@ -25,13 +25,16 @@ def _kernel(layer: Any) -> Any:
     return layer.depthwise_kernel if type(layer).__name__ == "DepthwiseConv2D" else layer.kernel
 
 
-def add_weight_penalty(model: Any, backbone: list[Any], mode: str, strength: float) -> int:
-    """Add the penalty to `model.losses` (fit adds it to the loss); return the kernels it covers."""
+def add_weight_penalty(model: Any, backbone: list[Any], mode: str, strength: float,
+                       trainable_only: bool = False) -> int:
+    """Add the penalty to `model.losses` (fit adds it to the loss); return the kernels it covers.
+    `trainable_only`: leave out frozen layers (the head phase's model: a frozen kernel's penalty is a constant)."""
     if mode == "none":
         return 0
     t = tf()
     in_backbone = {id(layer) for layer in backbone}
-    kernels = [layer for layer in model.layers if type(layer).__name__ in KERNEL_LAYERS]
+    kernels = [layer for layer in model.layers
+               if type(layer).__name__ in KERNEL_LAYERS and (layer.trainable or not trainable_only)]
     for layer in kernels:
         variable = _kernel(layer)
         if mode == "l2sp" and id(layer) in in_backbone:
@@ -40,6 +43,19 @@ def add_weight_penalty(model: Any, backbone: list[Any], mode: str, strength: flo
         else:
             model.add_loss(lambda v=variable: strength * t.reduce_sum(t.square(v)))
     return len(kernels)
+
+
+def add_probe_penalty(head: Any, train_images: int) -> float:
+    """The head phase's own L2 on the head's kernels: 1 / (2 n) * sum(w^2), scikit-learn's
+    LogisticRegression objective at its default C = 1, divided by n. Without it the softmax head on a
+    frozen backbone drifted to large weights and generalized worse than that probe (digits, 30 images
+    per class: 0.83 against 0.87; the probe at C = 10000, nearly unpenalized, 0.82). Returns the strength."""
+    t = tf()
+    strength = 1.0 / (2 * max(1, train_images))
+    for layer in head.layers:
+        if type(layer).__name__ in KERNEL_LAYERS and layer.trainable_weights:
+            head.add_loss(lambda v=_kernel(layer): strength * t.reduce_sum(t.square(v)))
+    return strength
 
 
 def layer_multipliers(model: Any, backbone: list[Any], decay: float) -> dict[str, float]:

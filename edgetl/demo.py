@@ -27,7 +27,7 @@ DEMO_GATE_PTS = 0.5  # accuracy drop allowed vs the float model, in points
 
 # Handwritten digits are far from ImageNet, so every layer fine-tunes, at 3e-4 (BatchNorm frozen):
 # 0.983 validation accuracy in 5 epochs, where the top 20 layers at the default 1e-4 reached 0.905 and
-# every layer at 1e-3 collapsed to chance. Head epochs: edgetl train's default (500 steps, cached).
+# every layer at 1e-3 collapsed to chance. Head epochs: edgetl train's default (2,000 steps, cached).
 DEMO_OPTIONS: dict[str, Any] = {
     "backbone": "efficientnet_lite0", "alpha": 1.0, "image_size": 64, "weights": "imagenet",
     "fine_tune_epochs": 5, "fine_tune_layers": "all", "fine_tune_learning_rate": 3e-4,

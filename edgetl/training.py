@@ -125,6 +125,11 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             if config.uses_feature_cache:
                 head_data, trained, cache_info = _cached_head(model, config, spec, image_size, head_data,
                                                               train_index, val_index)
+            elif pretrained:  # a model of its own sharing the layers, so the head's penalty stays in this phase
+                trained = keras().Model(model.inputs, model.outputs, name=f"{model.name}_head_phase")
+            if pretrained:  # the full model's losses (--regularizer) stay with it: the head phase's model
+                constraints.add_weight_penalty(trained, [], config.regularizer, config.regularizer_strength, True)
+                constraints.add_probe_penalty(trained, len(train_index.paths))
             fit_phase(model, head_data, progress, "head" if pretrained else "scratch", config.first_learning_rate, 0,
                       config.epochs,
                       resumed.optimizer if resumed and resumed.phase in ("head", "scratch") else None, optimizer_for,

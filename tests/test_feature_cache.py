@@ -65,6 +65,20 @@ def test_cache_key_follows_data_backbone_and_size(run, tmp_path) -> None:
     assert changed["entries"] != first["entries"]
 
 
+def test_the_weight_penalty_reaches_the_cached_head(run, data, tmp_path) -> None:
+    """--regularizer is part of the full model's loss; on cached features the head trains alone and must
+    carry it too: cached and image paths agree, and differ from the unpenalized head."""
+    options = ONE_STEP | {"weights": str(run), "epochs": 3, "regularizer": "l2", "regularizer_strength": 1.0}
+    cached = edgetl.train(str(data), str(tmp_path / "cached"), **options | {"feature_cache": "on"})
+    edgetl.train(str(data), str(tmp_path / "plain"), **options | {"feature_cache": "off"})
+    edgetl.train(str(data), str(tmp_path / "free"), **options | {"feature_cache": "on", "regularizer": "none"})
+    assert cached.sections["feature_cache"]["used"]
+    a, b, free = (_head_weights(tmp_path / name) for name in ("cached", "plain", "free"))
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=2e-5)
+    assert np.sum(np.square(a[0])) < np.sum(np.square(free[0]))
+
+
 def _nudged_copy(run: Path, target: Path) -> Path:
     """The run's model with one backbone layer's weights scaled by 1.01: other backbone weights."""
     from edgetl.model import backbone_layers, load_model

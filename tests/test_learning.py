@@ -79,8 +79,9 @@ def test_chained_transfer_inherits_backbone_alpha_and_size(run, tmp_path):
 
 def test_defaults_follow_what_the_first_phase_trains(tmp_path):
     """Pretrained: the head at 1e-2, then 5 fine-tuning epochs; from scratch: 3e-3 and no second phase. Given
-    values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps and at least MIN_EPOCHS."""
-    from edgetl.config import HEAD_STEPS, MIN_EPOCHS, TrainConfig
+    values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps (SCRATCH_STEPS from scratch)
+    and at least MIN_EPOCHS."""
+    from edgetl.config import HEAD_STEPS, MIN_EPOCHS, SCRATCH_STEPS, TrainConfig
 
     pretrained = TrainConfig.create(data=tmp_path, output=tmp_path / "a")
     scratch = TrainConfig.create(data=tmp_path, output=tmp_path / "b", weights="none")
@@ -92,6 +93,7 @@ def test_defaults_follow_what_the_first_phase_trains(tmp_path):
     few, many = pretrained.default_epochs(100), pretrained.default_epochs(50_000)
     assert few == -(-HEAD_STEPS // 4) and few * 4 >= HEAD_STEPS  # 100 images at batch 32: 4 steps an epoch
     assert many == MIN_EPOCHS
+    assert scratch.default_epochs(100) == -(-SCRATCH_STEPS // 4) < few
     with pytest.raises(UsageError, match="nothing would be trained"):
         TrainConfig.create(data=tmp_path, output=tmp_path / "d", weights="none", epochs=0)
 
@@ -99,7 +101,7 @@ def test_defaults_follow_what_the_first_phase_trains(tmp_path):
 def test_the_manifest_records_the_epochs_the_run_used(run, tmp_path):
     from edgetl.config import HEAD_STEPS
 
-    data = write_image_folder(tmp_path / "data", classes=2, per_class=25)  # 40 training images: 5 steps of 8
+    data = write_image_folder(tmp_path / "data", classes=2, per_class=100)  # 160 training images: 20 steps of 8
     options = {k: v for k, v in TINY.items() if k != "epochs"} | {"weights": str(run)}
     manifest = edgetl.train(str(data), str(tmp_path / "run"), **options)
     steps = -(-sum(manifest.sections["dataset"]["train_counts"].values()) // TINY["batch_size"])
