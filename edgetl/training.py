@@ -146,7 +146,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             phase_started = time.perf_counter()
             fit_phase(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
                       config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
-                      optimizer_for, warmup=True)
+                      optimizer_for, warmup=pretrained)  # warmup protects pretrained features from Adam's first steps
             phase_seconds["fine-tune"] = round(time.perf_counter() - phase_started, 2)
         best = progress.best
         model.set_weights(best.weights)
