@@ -89,7 +89,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--mixed-precision", is_flag=True,
               help="Compute in float16 on a GPU (mixed_float16; weights and the saved model stay float32).")
 @click.option("--learning-rate", type=float, default=None,
-              help="First phase's Adam rate [default: 1e-2 for the head on a frozen backbone, 3e-3 from scratch].")
+              help="First phase's Adam rate [default: 1e-2 for the linear head on a frozen backbone, 1e-3 for the "
+                   "other heads, 3e-3 from scratch].")
 @click.option("--head", type=click.Choice(["linear", "mlp", "attention", "prototype"]), default="linear",
               show_default=True,
               help="Classifier head: average pooling + linear, + a hidden layer (mlp), attention pooling, or "

@@ -19,6 +19,7 @@ INHERITED = ("backbone", "alpha", "image_size")  # what --weights RUN passes on 
 # 0.84 after 500 steps, 0.86 after 2,000, the probe 0.87); 1e-3 needed far more. Steps on cached
 # features cost about a millisecond.
 HEAD_LEARNING_RATE = 1e-2
+OTHER_HEAD_LEARNING_RATE = 1e-3  # mlp, attention, prototype: the rate they were built and tested at
 HEAD_STEPS = 2000  # default --epochs with pretrained weights: enough epochs for this many optimizer steps ...
 SCRATCH_STEPS = 500  # ... from scratch (every step trains the whole network on images) ...
 MIN_EPOCHS = 5  # ... and at least this many
@@ -51,7 +52,7 @@ class TrainConfig:
     trust_model: bool = False  # --weights .keras files may run their own code (Lambda layers)
     distribute: str = "none"  # "mirrored" | "multi-worker": see edgetl/distribute.py
     mixed_precision: bool = False  # mixed_float16 compute on a GPU; the run is saved in float32
-    learning_rate: float | None = None  # None: HEAD_LEARNING_RATE, or SCRATCH_LEARNING_RATE from scratch
+    learning_rate: float | None = None  # None: first_learning_rate (by head; SCRATCH_LEARNING_RATE from scratch)
     fine_tune_learning_rate: float = 1e-4
     head: str = "linear"  # "mlp" | "attention": see edgetl/heads.py
     tasks: tuple[str, ...] | None = None  # multi-task: CSV label columns, one head each (edgetl/multitask.py)
@@ -188,7 +189,9 @@ class TrainConfig:
         """The first phase's rate: --learning-rate, else the default for what that phase trains."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return SCRATCH_LEARNING_RATE if self.weights == "none" else HEAD_LEARNING_RATE
+        if self.weights == "none":
+            return SCRATCH_LEARNING_RATE
+        return HEAD_LEARNING_RATE if self.head == "linear" else OTHER_HEAD_LEARNING_RATE
 
     @property
     def resolved_image_size(self) -> int:

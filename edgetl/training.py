@@ -129,7 +129,8 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
                 trained = keras().Model(model.inputs, model.outputs, name=f"{model.name}_head_phase")
             if pretrained:  # the full model's losses (--regularizer) stay with it: the head phase's model
                 constraints.add_weight_penalty(trained, [], config.regularizer, config.regularizer_strength, True)
-                constraints.add_probe_penalty(trained, len(train_index.paths))
+                if config.head == "linear":  # the linear probe's objective; other heads keep their own
+                    constraints.add_probe_penalty(trained, len(train_index.paths))
             fit_phase(model, head_data, progress, "head" if pretrained else "scratch", config.first_learning_rate, 0,
                       config.epochs,
                       resumed.optimizer if resumed and resumed.phase in ("head", "scratch") else None, optimizer_for,

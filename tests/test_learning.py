@@ -87,6 +87,7 @@ def test_defaults_follow_what_the_first_phase_trains(tmp_path):
     scratch = TrainConfig.create(data=tmp_path, output=tmp_path / "b", weights="none")
     assert (pretrained.learning_rate, pretrained.fine_tune_epochs, pretrained.epochs) == (1e-2, 5, None)
     assert (scratch.learning_rate, scratch.fine_tune_epochs) == (3e-3, 0)
+    assert TrainConfig.create(data=tmp_path, output=tmp_path / "e", head="attention").learning_rate == 1e-3
     given = TrainConfig.create(data=tmp_path, output=tmp_path / "c", learning_rate=5e-4, fine_tune_epochs=0,
                                epochs=2)
     assert (given.learning_rate, given.fine_tune_epochs, given.epochs) == (5e-4, 0, 2)
