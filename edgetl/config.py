@@ -27,6 +27,7 @@ MIN_EPOCHS = 5  # ... and at least this many
 # (MobileNetV2 alpha 0.35, 64 px, 8 epochs, 1,397 training images; benchmarks/imagenet_transfer.py data).
 SCRATCH_LEARNING_RATE = 3e-3
 FINE_TUNE_EPOCHS = 5  # default --fine-tune-epochs with pretrained weights (0 from scratch)
+FINE_TUNE_LEARNING_RATE = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class TrainConfig:
     distribute: str = "none"  # "mirrored" | "multi-worker": see edgetl/distribute.py
     mixed_precision: bool = False  # mixed_float16 compute on a GPU; the run is saved in float32
     learning_rate: float | None = None  # None: first_learning_rate (by head; SCRATCH_LEARNING_RATE from scratch)
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = FINE_TUNE_LEARNING_RATE
     head: str = "linear"  # "mlp" | "attention": see edgetl/heads.py
     tasks: tuple[str, ...] | None = None  # multi-task: CSV label columns, one head each (edgetl/multitask.py)
     task_weights: tuple[float, ...] | None = None  # per-task loss weights, in tasks order (default 1 each)

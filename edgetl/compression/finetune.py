@@ -91,11 +91,13 @@ LEARNING_RATE_FRACTION = {"prune": 1 / 3, "cluster": 1 / 30, "qat": 1 / 30}
 
 
 def default_learning_rate(run_options: dict[str, Any], step: str) -> float:
+    from edgetl.config import FINE_TUNE_LEARNING_RATE, SCRATCH_LEARNING_RATE
+
     # The rate of the last phase that trained backbone layers: a head-only run's rate suits a linear layer.
     if run_options.get("fine_tune_epochs") or run_options.get("weights", "none") != "none":
-        peak = float(run_options.get("fine_tune_learning_rate") or 1e-4)
+        peak = float(run_options.get("fine_tune_learning_rate") or FINE_TUNE_LEARNING_RATE)
     else:
-        peak = float(run_options.get("learning_rate") or 3e-3)
+        peak = float(run_options.get("learning_rate") or SCRATCH_LEARNING_RATE)
     return peak * LEARNING_RATE_FRACTION[step]
 
 
