@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import edgetl
-    from edgetl.compressor import CompressOptions, run_compress
+    from edgetl.compression.compressor import CompressOptions, run_compress
     from edgetl.demo import DEMO_OPTIONS, write_digits_folder
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import edgetl
 from edgetl.demo import write_digits_folder
-from edgetl.export import export_run
+from edgetl.exporting.exporter import export_run
 
 MODES = ("none", "fp16", "dynamic", "int8")
 

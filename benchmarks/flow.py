@@ -25,7 +25,7 @@ THROUGHPUT_GOAL = 10.0
 def demo_and_recommendation(scratch: Path, min_time: float) -> dict[str, Any]:
     """Run `edgetl demo` as a user would (a fresh process), then re-time every artifact that passed the
     budget, interleaved, at the target's thread count: recommended p50 / fastest p50."""
-    from benchmarks.suite import interleaved_p50
+    from benchmarks.timing import interleaved_p50
     from edgetl.targets import open_session
 
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def demo_and_recommendation(scratch: Path, min_time: float) -> dict[str, Any]:
 
 
 def _one_image(run: str) -> Any:
-    from edgetl.run_dir import Run, load_images
+    from edgetl.artifacts.run_dir import Run, load_images
 
     opened = Run.open(run)
     paths, _ = opened.sample("val", 1)

@@ -106,9 +106,9 @@ def subset(pool: Path, per_class: int | None, target: Path, seed: int) -> Path:
 def pooled_features(run: Path, folder: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The head-only run's backbone (untouched ImageNet weights) pooled, on the folder's images, no augmentation."""
     from edgetl.backbones import get_backbone
-    from edgetl.dataset_index import index_folder
-    from edgetl.model import MODEL_FILE, load_model
-    from edgetl.pipeline import make_dataset
+    from edgetl.data.dataset_index import index_folder
+    from edgetl.data.pipeline import make_dataset
+    from edgetl.network.model import MODEL_FILE, load_model
     from edgetl.tf_env import keras
 
     model = load_model(run / MODEL_FILE)
@@ -143,7 +143,7 @@ def edgetl_run(train: Path, val: Path, out: Path, **options: Any) -> dict[str, A
 
 def cache_speedup(train: Path, val: Path, work: Path, image_size: int, epochs: int = 10) -> dict[str, Any]:
     """Frozen phase, no augmentation, feature cache on vs off: images/s over the head epochs."""
-    from edgetl.manifest import read_manifest
+    from edgetl.artifacts.manifest import read_manifest
 
     out = {}
     for mode in ("off", "on"):

@@ -21,8 +21,8 @@ import numpy as np
 from edgetl.backbones import BACKBONES, get_backbone
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.converters.tflite import KerasToTFLite
-from edgetl.latency import measure
-from edgetl.model import build_classifier
+from edgetl.network.model import build_classifier
+from edgetl.runner.latency import measure
 from edgetl.targets.litert import LiteRTSession
 
 

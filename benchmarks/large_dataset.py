@@ -72,8 +72,9 @@ def _train_options(args: dict[str, Any]) -> dict[str, Any]:
     options = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": max(32, args["px"]), "weights": "none",
                "epochs": 0, "fine_tune_epochs": 2, "fine_tune_layers": "all", "batch_size": args["batch"],
                "augment": False, "val_split": 0.1, "seed": 0}
-    from edgetl.config import TrainConfig
     import dataclasses
+
+    from edgetl.training.config import TrainConfig
 
     if "feature_cache" in {f.name for f in dataclasses.fields(TrainConfig)}:
         options["feature_cache"] = "off"  # the image pipeline is what is measured
@@ -84,9 +85,9 @@ def child(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     sys.path.insert(0, str(REPO))
     if kind == "pipeline":
-        from edgetl import dataset_index as dsi
         from edgetl.backbones import get_backbone
-        from edgetl.pipeline import make_dataset
+        from edgetl.data import dataset_index as dsi
+        from edgetl.data.pipeline import make_dataset
 
         full = dsi.index_data(Path(args["data"]))
         train, _ = dsi.stratified_split(full, 0.1, 0)
@@ -114,7 +115,7 @@ def child(kind: str, args: dict[str, Any]) -> dict[str, Any]:
                 "peak_rss_mib": round(peak_rss_mib(), 1), "end_rss_mib": round(current_rss_mib(), 1)}
     if kind in ("step", "baseline"):
         from edgetl.backbones import get_backbone
-        from edgetl.model import build_classifier
+        from edgetl.network.model import build_classifier
         from edgetl.tf_env import keras, tf
 
         px, batch = max(32, args["px"]), args["batch"]

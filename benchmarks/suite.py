@@ -16,7 +16,7 @@ Ratios and goals:
 - ONNX Runtime / LiteRT latency, per mode (reported; no goal).
 - 2 threads / 1 thread. <= 0.7
 - edgetl's fp32 TFLite / a plain TFLiteConverter.from_keras_model file of the same model. <= 1.02
-- harness overhead: the runner's p50 (edgetl.latency.measure) / a bare invoke() loop. <= 1.03
+- harness overhead: the runner's p50 (edgetl.runner.latency.measure) / a bare invoke() loop. <= 1.03
 - `edgetl --help` wall time < 0.5 s (benchmarks/cli_startup.py measures it; repeated here).
 - whole flow (benchmarks/flow.py; `--skip-flow` leaves it out): `edgetl demo` wall time < 600 s; its
   recommendation re-timed against every artifact that passed, interleaved: recommended / fastest
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from benchmarks.timing import interleaved_p50
 
 BACKBONES = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0")
 SIZE = 224
@@ -59,42 +61,6 @@ def count_macs(model: Any) -> int:
         else:  # depthwise: kh * kw per output element
             total += int(out[1] * out[2] * out[3] * kernel.shape[0] * kernel.shape[1])
     return total
-
-
-def interleaved_p50(openers: dict[Any, Callable[[], Any]], image: np.ndarray, min_time: float,
-                    block_seconds: float = 0.05, skip: int = 3,
-                    pause: float = 0.02) -> tuple[dict[Any, float], dict[Any, dict[str, float]]]:
-    """p50 ms of each session, measured side by side: all sessions open at once and take turns in blocks
-    of at least 10 inferences and `block_seconds`, until each has run `min_time` seconds. A load burst or
-    a slow spell of the shared machine, which on 2 vCPUs lasts from a second to minutes, then falls on
-    every file alike, so ratios hold even when absolute times drift. Not timed: the first `skip` runs
-    of a block (the caches still hold another model) and a `pause` between blocks (ONNX Runtime's
-    worker threads spin for a while after a run and would slow whichever session comes next).
-    Also returns each session's p25/p75 and run count."""
-    calls = {key: opener().prepare(image) for key, opener in openers.items()}
-    for call in calls.values():
-        for _ in range(10):
-            call()
-    durations: dict[Any, list[float]] = {key: [] for key in calls}
-    spent = {key: 0.0 for key in calls}
-    while min(spent.values()) < min_time or min(len(d) for d in durations.values()) < 30:
-        for key, call in calls.items():
-            time.sleep(pause)
-            index, block_started = 0, time.perf_counter()
-            while index < 10 or time.perf_counter() - block_started < block_seconds:
-                started = time.perf_counter()
-                call()
-                elapsed = time.perf_counter() - started
-                spent[key] += elapsed
-                if index >= skip:
-                    durations[key].append(elapsed)
-                index += 1
-    p50, spread = {}, {}
-    for key, values in durations.items():
-        q25, q50, q75 = np.percentile(np.asarray(values) * 1000.0, [25, 50, 75])
-        p50[key] = float(q50)
-        spread[key] = {"p25_ms": round(float(q25), 4), "p75_ms": round(float(q75), 4), "runs": len(values)}
-    return p50, spread
 
 
 def peak_mac_rate(scratch: Path, threads: int, min_time: float) -> float:
@@ -135,8 +101,8 @@ def bare_invoke_p50(path: Path, image: np.ndarray, min_time: float) -> float:
 
 
 def harness_p50(opener: Callable[[], Any], image: np.ndarray, min_time: float) -> float:
-    """The runner's own harness (edgetl.latency.measure), median of three rounds like bare_invoke_p50."""
-    from edgetl.latency import measure
+    """The runner's own harness (edgetl.runner.latency.measure), median of three rounds like bare_invoke_p50."""
+    from edgetl.runner.latency import measure
 
     rounds = [measure(opener, image, threads=1, warmup=10, min_runs=30, min_seconds=min_time / 3).p50_ms
               for _ in range(3)]
@@ -149,7 +115,7 @@ def export_files(name: str, scratch: Path) -> tuple[dict[str, Path], int]:
     from edgetl.converters.base import ConversionInput, ExportOptions
     from edgetl.converters.onnx_export import KerasToONNX
     from edgetl.converters.tflite import KerasToTFLite
-    from edgetl.model import build_classifier
+    from edgetl.network.model import build_classifier
     from edgetl.tf_env import tf
 
     model = build_classifier(get_backbone(name), SIZE, 1.0, 10, imagenet=False, dropout=0.0)
@@ -287,8 +253,8 @@ def main() -> int:
     parser.add_argument("--skip-flow", action="store_true",
                         help="skip the whole-flow part (edgetl demo, recommendation re-timing, transfer; ~15 min)")
     args = parser.parse_args()
-    from edgetl.machine import machine_info
-    from edgetl.manifest import now_utc
+    from edgetl.artifacts.manifest import now_utc
+    from edgetl.runner.machine import machine_info
 
     results: dict[str, Any] = {"created": now_utc(), "machine": machine_info(), "help_seconds": help_seconds()}
     with tempfile.TemporaryDirectory() as scratch_dir:

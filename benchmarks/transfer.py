@@ -82,8 +82,8 @@ def train_source(folders: dict[str, Path], work: Path) -> Path:
 
 def few_shot(source_run: Path, folders: dict[str, Path], shots: int, episodes: int = 10) -> dict:
     """5-way accuracy on target-val of prototypes enrolled from `shots` random target-train images per class."""
-    from edgetl import prototypes
-    from edgetl.run_dir import Run, load_images
+    from edgetl.artifacts.run_dir import Run, load_images
+    from edgetl.training import prototypes
 
     run = Run.open(source_run)
     embed = prototypes.embedding_model(run.model)
@@ -108,7 +108,7 @@ def few_shot(source_run: Path, folders: dict[str, Path], shots: int, episodes: i
 def keras_tutorial_baseline(source_run: Path, folders: dict[str, Path], image_size: int, epochs: int,
                             seed: int) -> dict:
     """The Keras transfer-learning tutorial's feature extraction, written as a user would, same backbone."""
-    from edgetl.model import copy_matching_weights, load_model
+    from edgetl.network.model import copy_matching_weights, load_model
     from edgetl.tf_env import keras, tf
 
     k = keras()

@@ -1,7 +1,7 @@
 """The converter protocol, its options and its registry.
 
 A converter turns a trained run into one model file. `check` is cheap and runs before any work;
-`convert` writes the file. Verification of what was written is separate (edgetl/verification.py),
+`convert` writes the file. Verification of what was written is separate (edgetl/runner/verification.py),
 so every converter is held to the same checks.
 """
 

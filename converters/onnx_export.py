@@ -2,7 +2,7 @@
 
 The graph keeps the NHWC input the model was trained with, named "image", with a dynamic batch
 dimension; `--nchw` puts a Transpose in front for NCHW callers. The output is named "probability"
-(a multi-task model's outputs: after their tasks, in task order; edgetl/multitask.py).
+(a multi-task model's outputs: after their tasks, in task order; edgetl/training/multitask.py).
 tf2onnx logs tracebacks from its transpose optimizer even on success; they are captured and
 summarized in the manifest instead of sprayed over the terminal.
 """
@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from edgetl.converters import onnx_passes, onnx_quantize
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError
-from edgetl.multitask import task_outputs
+from edgetl.network.tasks import task_outputs
 from edgetl.tf_env import tf
 
 INPUT_NAME = "image"

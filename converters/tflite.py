@@ -15,7 +15,7 @@ import numpy as np
 
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.errors import CheckFailedError
-from edgetl.multitask import as_list, name_tflite_outputs, task_outputs
+from edgetl.network.tasks import as_list, name_tflite_outputs, task_outputs
 from edgetl.tf_env import tf
 
 

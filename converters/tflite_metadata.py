@@ -75,7 +75,7 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
     per-channel normalization into the graph for them); `input_min`/`input_max` record the range of
     the normalized input. The output tensor is described as per-class probabilities in [0, 1], one
     per line of `labels.txt`. Metadata and label file already in the model are replaced.
-    `outputs`: for a model with several output tensors (multi-task, edgetl/multitask.py), one
+    `outputs`: for a model with several output tensors (multi-task, edgetl/training/multitask.py), one
     (tensor name, label file name, labels) per output, in the model's output order, each described
     the same way with its own label file; `labels` is then the first output's.
     """

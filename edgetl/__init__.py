@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgetl.version import __version__
 
 if TYPE_CHECKING:
-    from edgetl.manifest import Manifest
+    from edgetl.artifacts.manifest import Manifest
 
 __all__ = ["__version__", "bundle", "compress", "enroll", "train"]
 
@@ -18,16 +18,16 @@ __all__ = ["__version__", "bundle", "compress", "enroll", "train"]
 def train(data: str, output: str, **options: Any) -> "Manifest":
     """Train a transfer model on DATA and write the run directory OUTPUT.
 
-    Keyword options are the fields of `edgetl.config.TrainConfig` (backbone, alpha, weights,
+    Keyword options are the fields of `edgetl.training.config.TrainConfig` (backbone, alpha, weights,
     image_size, epochs, fine_tune_epochs, fine_tune_layers, batch_size, val_split, val_dir, seed,
     augment, flip, on_bad_image, class_weights, head, regularizer, regularizer_strength, clipnorm,
     layer_lr_decay, learning_rate, fine_tune_learning_rate, feature_cache, distribute,
     mixed_precision, overwrite). Returns the run's manifest.
     Multi-task: `tasks` (CSV label columns, "species,color" or a sequence) and `task_weights`
-    (one loss weight per task); see edgetl/multitask.py.
+    (one loss weight per task); see edgetl/training/multitask.py.
     """
-    from edgetl.config import TrainConfig
-    from edgetl.training import run_training
+    from edgetl.training.config import TrainConfig
+    from edgetl.training.trainer import run_training
 
     return run_training(TrainConfig.create(data=data, output=output, **options))
 
@@ -35,7 +35,7 @@ def train(data: str, output: str, **options: Any) -> "Manifest":
 def enroll(run: str, class_name: str, images: list[str]) -> "Manifest":
     """Add class `class_name` to the prototype-head run RUN (or replace its prototype) from a few
     image files, without training; returns the run's new manifest. Re-export the run afterwards."""
-    from edgetl.prototypes import enroll as enroll_class
+    from edgetl.training.prototypes import enroll as enroll_class
 
     return enroll_class(run, class_name, list(images))[0]
 
@@ -43,11 +43,11 @@ def enroll(run: str, class_name: str, images: list[str]) -> "Manifest":
 def compress(run: str, **options: Any) -> dict[str, Any]:
     """Compress the training run RUN for a target within an accuracy budget.
 
-    Keyword options are the fields of `edgetl.compressor.CompressOptions` (target, recipes,
+    Keyword options are the fields of `edgetl.compression.compressor.CompressOptions` (target, recipes,
     max_accuracy_drop, repair, verify_size, seed, threads). Returns the report; its
     `["compress"]["recommended"]` is the artifact to ship, or None when nothing met the budget.
     """
-    from edgetl.compressor import CompressOptions, run_compress
+    from edgetl.compression.compressor import CompressOptions, run_compress
 
     if isinstance(options.get("recipes"), str):
         options["recipes"] = (options["recipes"],)
@@ -60,8 +60,8 @@ def bundle(artifact: str, directory: str, **options: Any) -> "Manifest":
     The bundle holds the model file, labels.txt, model.json (input contract and preprocessing exactly as
     training did), test_vectors/ (validation images and the model's expected outputs) and standalone
     reference clients for the format, each with --selftest. Keyword options are the fields of
-    `edgetl.bundler.BundleOptions` (overwrite, vectors, seed, selftest). Returns the bundle's manifest.
+    `edgetl.bundling.bundler.BundleOptions` (overwrite, vectors, seed, selftest). Returns the bundle's manifest.
     """
-    from edgetl.bundler import make_bundle
+    from edgetl.bundling.bundler import make_bundle
 
     return make_bundle(artifact, directory, **options)

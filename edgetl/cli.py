@@ -135,7 +135,7 @@ def _print_run_summary(output: str, manifest: Any) -> None:
         click.echo(f"  {name:<{width}}  {shown}")
     learning = metrics.get("learning", {})
     if learning.get("warning"):
-        from edgetl.learning_check import advice
+        from edgetl.training.learning_check import advice
 
         click.echo(f"warning: {learning['warning']}; {advice(manifest.options)}")
     skipped = manifest.sections.get("dataset", {}).get("skipped", [])
@@ -181,10 +181,10 @@ def demo(output: str, epochs: int | None, as_json: bool) -> None:
 def export(run: str, fmt: str, output: str | None, as_json: bool, bundle_dir: str | None, bundle_overwrite: bool,
            **options: Any) -> None:
     """Convert a training RUN to one verified TFLite or ONNX artifact (and, with --bundle, bundle it)."""
-    from edgetl.export import export_run
+    from edgetl.exporting.exporter import export_run
 
     if bundle_dir:  # refuse a bad --bundle folder before minutes of conversion
-        from edgetl.bundler import check_target
+        from edgetl.bundling.bundler import check_target
 
         check_target(Path(bundle_dir), bundle_overwrite)
     elif bundle_overwrite:
@@ -192,7 +192,7 @@ def export(run: str, fmt: str, output: str | None, as_json: bool, bundle_dir: st
     manifest = export_run(run, output, format=fmt, **options)
     bundled = None
     if bundle_dir:
-        from edgetl.bundler import make_bundle
+        from edgetl.bundling.bundler import make_bundle
 
         folder = Path(output) if output else Path(run) / "artifacts" / manifest.sections["artifact"]["variant"]
         bundled = make_bundle(folder, bundle_dir, overwrite=bundle_overwrite)
@@ -254,7 +254,7 @@ def enroll(run: str, class_name: str, images: tuple[str, ...], as_json: bool) ->
     """Add a class to a prototype-head RUN from a few IMAGES (1-5 are enough), without retraining.
 
     Re-export afterwards: artifacts made before the enrollment keep the old classes."""
-    from edgetl.prototypes import enroll as enroll_class
+    from edgetl.training.prototypes import enroll as enroll_class
 
     _, result = enroll_class(run, class_name, list(images))
     if as_json:
@@ -288,12 +288,10 @@ def enroll(run: str, class_name: str, images: tuple[str, ...], as_json: bool) ->
 def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop: float, repair: bool,
              verify_size: int, threads: tuple[int, ...] | None, seed: int, distribute: str, as_json: bool) -> None:
     """Compress a training RUN for a target within an accuracy budget; recommend the fastest that meets it."""
-    from edgetl.compressor import CompressOptions, raise_if_nothing_recommended, run_compress
-    from edgetl.compress_report import render_text
-
-    from edgetl.locking import locked
-
-    from edgetl.distribute import is_chief
+    from edgetl.artifacts.locking import locked
+    from edgetl.compression.compressor import CompressOptions, raise_if_nothing_recommended, run_compress
+    from edgetl.compression.report import render_text
+    from edgetl.training.distribute import is_chief
 
     options = CompressOptions(target=target, recipes=recipes, max_accuracy_drop=max_accuracy_drop, repair=repair,
                               verify_size=verify_size, seed=seed, threads=threads, distribute=distribute)
@@ -312,7 +310,7 @@ def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop:
 @click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON on stdout.")
 def inspect(path: str, as_json: bool) -> None:
     """Show what is inside a .tflite/.onnx file or an artifact directory."""
-    from edgetl.inspect_report import inspect_path, render_text
+    from edgetl.runner.inspect_report import inspect_path, render_text
 
     report = inspect_path(path)
     if as_json:
@@ -348,8 +346,8 @@ def inspect(path: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **options: Any) -> None:
     """Latency, memory and accuracy parity of every exported model: a run, artifacts or .tflite/.onnx files."""
-    from edgetl.bench import BenchOptions, raise_on_gate_failures, run_bench
-    from edgetl.report_render import render_markdown
+    from edgetl.runner.bench import BenchOptions, raise_on_gate_failures, run_bench
+    from edgetl.runner.report_render import render_markdown
 
     report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
     if as_json:

@@ -63,8 +63,8 @@ def run_demo(output: str, epochs: int | None = None) -> dict[str, Any]:
     """Train, compress for x86 (every format x mode, benched, repaired if int8 misses the budget);
     return the numbers and a printable table."""
     import edgetl
-    from edgetl.compressor import CompressOptions, run_compress
-    from edgetl.compress_report import render_text
+    from edgetl.compression.compressor import CompressOptions, run_compress
+    from edgetl.compression.report import render_text
 
     started = time.perf_counter()
     root = Path(output)

@@ -34,7 +34,7 @@ def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     import platform
     from importlib import metadata
 
-    from edgetl import __version__
+    from edgetl.version import __version__
 
     out = {"edgetl": __version__, "python": platform.python_version()}
     for dist in ("tensorflow", "tf-keras", "numpy", *extra):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from edgetl.inspection import ONNX_WEIGHT_OPS
+from edgetl.artifacts.inspection import ONNX_WEIGHT_OPS
 from edgetl.targets.memory import canonical_dtype, estimate_peak_ram
 from edgetl.targets.profiles import TargetProfile
 

@@ -14,9 +14,8 @@ class KerasSession:
     runtime = "keras"
 
     def __init__(self, path: Path) -> None:
-        from edgetl.model import load_model
-
-        from edgetl.multitask import task_outputs
+        from edgetl.network.model import load_model
+        from edgetl.network.tasks import task_outputs
 
         self.model = load_model(path)
         self.inputs = [TensorInfo("image", tuple(self.model.input_shape), "float32")]
@@ -33,7 +32,7 @@ class KerasSession:
         return self.predict_all(images)[0]
 
     def predict_all(self, images: np.ndarray) -> list[np.ndarray]:
-        from edgetl.model import predict_in_batches
+        from edgetl.network.model import predict_in_batches
 
         outputs = predict_in_batches(self.model, images)
         return outputs if isinstance(outputs, list) else [outputs]

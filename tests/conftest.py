@@ -74,7 +74,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(run):
     """All eight format x mode artifacts of `run`."""
-    from edgetl.export import export_run
+    from edgetl.exporting.exporter import export_run
 
     return {(fmt, mode): export_run(run, format=fmt, quantize=mode, calibration_size=24, verify_size=24)
             for fmt in ("tflite", "onnx") for mode in MODES}

@@ -11,7 +11,7 @@ import pytest
 
 from edgetl.backbones import BACKBONES, get_backbone
 from edgetl.errors import UsageError
-from edgetl.model import HEAD_PREFIX, backbone_layers, build_classifier
+from edgetl.network.model import HEAD_PREFIX, backbone_layers, build_classifier
 from edgetl.tf_env import keras
 
 
@@ -57,7 +57,7 @@ def test_imagenet_weights_offline_is_a_clear_error(tmp_path):
                           http_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
         from edgetl.backbones import get_backbone
         from edgetl.errors import WeightsUnavailableError
-        from edgetl.model import build_classifier
+        from edgetl.network.model import build_classifier
         try:
             build_classifier(get_backbone("mobilenet_v2"), 96, 0.35, 2, imagenet=True, dropout=0.0)
         except WeightsUnavailableError as exc:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from edgetl import dataset_index as dsi
+from edgetl.data import dataset_index as dsi
+from edgetl.data.pipeline import MAX_IMAGE_PIXELS, header_problem
 from edgetl.errors import InputError, UsageError
-from edgetl.pipeline import MAX_IMAGE_PIXELS, header_problem
 from tests.conftest import TINY, class_image, run_cli, write_image_folder
 
 NON_UTF8 = os.fsdecode(b"caf\xe9 photo.png")  # Latin-1 bytes: not valid UTF-8
@@ -154,7 +154,7 @@ def test_class_imbalance_warns_with_counts_and_balanced_weights_reach_training(c
 
 
 def test_imbalance_warning_suggests_class_weights_when_not_given(tmp_path, capsys):
-    from edgetl.training import _class_weights
+    from edgetl.training.trainer import _class_weights
 
     counts = {"a": 40, "b": 2}
     index = dsi.DatasetIndex("/d", "folder", ("a", "b"), tuple(f"/d/{i}" for i in range(42)), (0,) * 40 + (1,) * 2)
@@ -166,7 +166,7 @@ def test_imbalance_warning_suggests_class_weights_when_not_given(tmp_path, capsy
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_like_photo_viewers_do(tmp_path, orientation):
-    from edgetl.pipeline import decode_file
+    from edgetl.data.pipeline import decode_file
 
     path = _exif_jpeg(tmp_path / "photo.jpg", _halves(), orientation)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"), np.float32)
@@ -177,7 +177,7 @@ def test_exif_orientation_is_applied_like_photo_viewers_do(tmp_path, orientation
 
 def test_orientation_6_turns_a_wide_photo_upright_in_the_training_pipeline(tmp_path):
     from edgetl.backbones.spec import MINUS_ONE_TO_ONE
-    from edgetl.pipeline import decode_file, make_dataset
+    from edgetl.data.pipeline import decode_file, make_dataset
 
     path = _exif_jpeg(tmp_path / "sideways.jpg", _halves(), 6)  # stored 40x20, shown rotated 90° clockwise
     upright = decode_file(str(path))
@@ -194,7 +194,7 @@ def test_decompression_bomb_is_refused_from_its_header_without_decoding(tmp_path
     bomb = _bomb_png(tmp_path / "bomb.png", 20000, 20000)
     assert bomb.stat().st_size < 200_000
     # A fresh interpreter: if anything decoded the file, TensorFlow would have been imported to do it.
-    code = ("import sys; from edgetl.pipeline import find_unreadable; "
+    code = ("import sys; from edgetl.data.pipeline import find_unreadable; "
             f"print(find_unreadable([{str(bomb)!r}])[{str(bomb)!r}]); print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -289,7 +289,7 @@ def _lambda_model(path: Path) -> Path:
 
 
 def test_weights_file_with_code_needs_trust_model(tmp_path):
-    from edgetl.model import load_weights_file
+    from edgetl.network.model import load_weights_file
     from edgetl.tf_env import keras
 
     weights = _lambda_model(tmp_path / "lambda.keras")

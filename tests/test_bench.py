@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edgetl.latency import summarize, time_runs
-from edgetl.parity import gate, parity
+from edgetl.runner.latency import summarize, time_runs
+from edgetl.runner.parity import gate, parity
 from tests.conftest import run_cli
 
 FAST = ["--runs", "5", "--min-time", "0.05", "--warmup", "1", "--threads", "1", "--throughput-batch", "4"]
@@ -92,11 +92,11 @@ def test_bench_run_writes_three_reports_and_recommends_the_fastest_passing_artif
 @pytest.mark.slow
 def test_damaged_artifact_fails_the_gate_with_exit_1_after_the_report_is_written(run, exported, tmp_path):
     """int8 calibrated on constant images: structurally fine, numerically bad."""
+    from edgetl.artifacts.manifest import read_manifest, write_manifest
+    from edgetl.artifacts.run_dir import Run
     from edgetl.converters.base import ConversionInput, ExportOptions
     from edgetl.converters.tflite import KerasToTFLite
     from edgetl.converters.tflite_metadata import add_metadata
-    from edgetl.manifest import read_manifest, write_manifest
-    from edgetl.run_dir import Run
 
     good = run / "artifacts" / "tflite-int8"
     damaged_run = tmp_path / "run"

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 import edgetl
-from edgetl.manifest import read_manifest, sha256_of
-from edgetl.run_dir import Run, load_images
+from edgetl.artifacts.manifest import read_manifest, sha256_of
+from edgetl.artifacts.run_dir import Run, load_images
 from edgetl.targets import open_session
 from tests.conftest import MEDIAPIPE_RUNNER, build_once, clean_env, run_cli, run_or_fail
 
@@ -208,8 +208,8 @@ def test_python_client_prints_top_k_labels_of_image_files(run, deployed, photo, 
 def test_the_python_client_decodes_and_resizes_exactly_as_training(tmp_path):
     """The clients' preprocessing against edgetl's pipeline: PNG modes and sizes to the bit; JPEG upright."""
     from edgetl.backbones.spec import MINUS_ONE_TO_ONE
-    from edgetl.bundle_clients import python_common as client
-    from edgetl.pipeline import decode_file
+    from edgetl.bundling.clients import python_common as client
+    from edgetl.data.pipeline import decode_file
 
     rng = np.random.default_rng(3)
     rgba = rng.integers(0, 256, (37, 53, 4)).astype(np.uint8)
@@ -253,7 +253,7 @@ def node_modules() -> Path:
         if "CI" in os.environ:
             pytest.fail(f"CI is set: {reason}")
         pytest.skip(reason)
-    source = files("edgetl.bundle_clients")
+    source = files("edgetl.bundling.clients")
     package, npmrc = source.joinpath("node_package.json").read_text(), source.joinpath("node_npmrc").read_text()
 
     def build(folder: Path) -> None:

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from edgetl.artifacts.manifest import read_manifest, write_manifest
+from edgetl.artifacts.run_dir import Run, load_images
 from edgetl.compression import cluster, prune
 from edgetl.compression.finetune import apply_training_steps
 from edgetl.compression.recipe import parse
 from edgetl.compression.sensitivity import fallback_layers, layer_sensitivity
-from edgetl.manifest import read_manifest, write_manifest
-from edgetl.model import LABELS_FILE, MODEL_FILE, load_model
-from edgetl.run_dir import Run, load_images
+from edgetl.network.model import LABELS_FILE, MODEL_FILE, load_model
+from tests.conftest import run_cli
 
 TFLITE_INT8_PROFILE = """schema_version = 1
 name = "tflite-int8-only"
@@ -140,7 +140,7 @@ def test_budget_missed_exits_1_with_the_best_found_and_reports(sensitive_run, tm
 
 
 def test_resume_reuses_finished_candidates_and_rebuilds_damaged_ones(run, tmp_path):
-    from edgetl.compressor import CompressOptions, run_compress
+    from edgetl.compression.compressor import CompressOptions, run_compress
 
     work = _copy_run(run, tmp_path / "run")
     options = CompressOptions(target="x86-cpu", recipes=("int8", "float"), max_accuracy_drop=100, repair=False,
@@ -171,7 +171,7 @@ def test_resume_reuses_finished_candidates_and_rebuilds_damaged_ones(run, tmp_pa
 def test_batchnorm_folding_keeps_the_function(name):
     from edgetl.backbones import get_backbone
     from edgetl.compression.fold import fold_batchnorm
-    from edgetl.model import build_classifier
+    from edgetl.network.model import build_classifier
 
     model = build_classifier(get_backbone(name), 32, 0.35 if name == "mobilenet_v2" else 0.75, 3, imagenet=False,
                              dropout=0.0)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgetl.artifacts.inspection import TFLITE_WEIGHT_OPS, inspect_model
 from edgetl.backbones import BACKBONES, get_backbone
 from edgetl.compression import cluster, prune, qat
 from edgetl.converters.base import ConversionInput, ExportOptions
 from edgetl.converters.tflite import KerasToTFLite
-from edgetl.inspection import TFLITE_WEIGHT_OPS, inspect_model
-from edgetl.model import build_classifier
+from edgetl.network.model import build_classifier
 
 TECHNIQUES = {"prune": prune, "cluster": cluster, "qat": qat}
 SIZE = 32

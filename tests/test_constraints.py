@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edgetl.backbones import get_backbone
-from edgetl.constraints import add_weight_penalty, layer_multipliers, make_optimizer
-from edgetl.model import backbone_layers, build_classifier
+from edgetl.network.model import backbone_layers, build_classifier
 from edgetl.tf_env import tf
+from edgetl.training.constraints import add_weight_penalty, layer_multipliers, make_optimizer
 from tests.conftest import TINY, run_cli, write_image_folder
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetl import dataset_index as dsi
+from edgetl.data import dataset_index as dsi
 from edgetl.errors import InputError, UsageError
 from tests.conftest import write_image_folder
 

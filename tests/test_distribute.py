@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 import edgetl
-from edgetl import distribute
+from edgetl.artifacts.manifest import read_manifest
 from edgetl.errors import EdgetlError, UsageError
-from edgetl.manifest import read_manifest
+from edgetl.training import distribute
 from tests.conftest import TINY, run_cli, write_image_folder
 
 HEAD_ONLY = TINY | {"epochs": 3, "learning_rate": 0.01, "dropout": 0.0}
@@ -90,7 +90,7 @@ def test_unknown_strategy_and_a_batch_that_does_not_split_are_usage_errors():
 def test_a_non_chief_worker_reads_the_chiefs_checkpoint_but_never_writes_or_removes_it(tmp_path):
     import numpy as np
 
-    from edgetl.resume import Checkpoint, CheckpointStore
+    from edgetl.artifacts.resume import Checkpoint, CheckpointStore
 
     identity = {"options": {"epochs": 3}, "data_stamp": "x"}
     chief = CheckpointStore(tmp_path / "resume", identity)
@@ -112,12 +112,12 @@ def test_a_non_chief_worker_reads_the_chiefs_checkpoint_but_never_writes_or_remo
 def setup(tmp_path_factory):
     """Images, a 'pretrained' weights file (random weights, BatchNorm statistics of these images) and the
     single-process reference run."""
-    from edgetl import batchnorm
-    from edgetl import dataset_index as dsi
     from edgetl.backbones import get_backbone
-    from edgetl.model import build_classifier
-    from edgetl.pipeline import make_dataset
+    from edgetl.data import dataset_index as dsi
+    from edgetl.data.pipeline import make_dataset
+    from edgetl.network.model import build_classifier
     from edgetl.tf_env import keras
+    from edgetl.training import batchnorm
 
     root = tmp_path_factory.mktemp("distribute")
     data = write_image_folder(root / "data", classes=3, per_class=12)
@@ -273,7 +273,7 @@ def test_mirrored_after_tensorflow_started_trains_on_the_devices_there_are_and_s
 
 def test_mixed_precision_needs_a_gpu_and_the_run_is_saved_in_float32(tmp_path):
     from edgetl.backbones import get_backbone
-    from edgetl.model import build_classifier
+    from edgetl.network.model import build_classifier
     from edgetl.tf_env import tf
 
     if tf().config.list_physical_devices("GPU"):

@@ -159,7 +159,7 @@ def _page_id(page: Path) -> str:
 @pytest.fixture(scope="session")
 def workspace(run, tmp_path_factory):
     """The folder the documented commands run in (see the module docstring)."""
-    from edgetl.export import export_run
+    from edgetl.exporting.exporter import export_run
 
     ws = tmp_path_factory.mktemp("docs-workspace")
     classes = (Path(run) / "labels.txt").read_text(encoding="utf-8").splitlines()
@@ -605,10 +605,10 @@ def test_python_api_page_documents_every_function_and_keyword():
     import dataclasses
 
     import edgetl
-    from edgetl.bench import BenchOptions
-    from edgetl.bundler import BundleOptions
-    from edgetl.compressor import CompressOptions
-    from edgetl.config import TrainConfig
+    from edgetl.bundling.bundler import BundleOptions
+    from edgetl.compression.compressor import CompressOptions
+    from edgetl.runner.bench import BenchOptions
+    from edgetl.training.config import TrainConfig
 
     text = (DOCS / "python-api.md").read_text(encoding="utf-8")
     missing = [f"edgetl.{name}" for name in edgetl.__all__ if name != "__version__" and f"`edgetl.{name}(" not in text]

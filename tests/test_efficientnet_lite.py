@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from edgetl.backbones.checkpoints import EMA_SUFFIX, load_official_checkpoint
-from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING, build_efficientnet_lite
+from edgetl.backbones.efficientnet_lite import build_efficientnet_lite
+from edgetl.backbones.lite_architecture import EFFICIENTNET_LITE_PREPROCESSING
 from edgetl.backbones.spec import BackboneSpec
 from edgetl.errors import InputError, WeightsUnavailableError
-from edgetl.model import build_classifier
+from edgetl.network.model import build_classifier
 from edgetl.tf_env import keras, tf
 
 # Trainable parameters with the 1000-class ImageNet head, from the reference's own test
@@ -51,8 +52,7 @@ def test_lite0_output_is_1280_channels_at_stride_32(image_size):
 
 
 def test_flat_and_every_layer_in_the_default_8bit_registry():
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry)
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
 
     k = keras()
     model = build_classifier(LITE0_SPEC, 32, 1.0, 3, imagenet=False, dropout=0.1)

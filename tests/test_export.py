@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from edgetl.artifacts.inspection import inspect_model
+from edgetl.artifacts.manifest import read_manifest, sha256_of
+from edgetl.artifacts.run_dir import Run
 from edgetl.converters.base import ExportOptions
 from edgetl.errors import CheckFailedError, InputError, UsageError
-from edgetl.export import _verify, export_run
-from edgetl.inspection import inspect_model
-from edgetl.manifest import read_manifest, sha256_of
-from edgetl.run_dir import Run
-from edgetl.verification import structure_problems
+from edgetl.exporting.exporter import _verify, export_run
+from edgetl.runner.verification import structure_problems
 from tests.conftest import MODES, run_cli
 
 

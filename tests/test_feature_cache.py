@@ -19,7 +19,7 @@ ONE_STEP = TINY | {"epochs": 1, "batch_size": 64, "dropout": 0.0}
 
 
 def _head_weights(run: Path) -> list[np.ndarray]:
-    from edgetl.model import load_model
+    from edgetl.network.model import load_model
 
     model = load_model(run / "model.keras")
     return [w for layer in model.layers if layer.name.startswith("head_") for w in layer.get_weights()]
@@ -81,7 +81,7 @@ def test_the_weight_penalty_reaches_the_cached_head(run, data, tmp_path) -> None
 
 def _nudged_copy(run: Path, target: Path) -> Path:
     """The run's model with one backbone layer's weights scaled by 1.01: other backbone weights."""
-    from edgetl.model import backbone_layers, load_model
+    from edgetl.network.model import backbone_layers, load_model
 
     model = load_model(run / "model.keras")
     layer = next(layer for layer in backbone_layers(model) if layer.weights)
@@ -91,7 +91,7 @@ def _nudged_copy(run: Path, target: Path) -> Path:
 
 
 def test_damaged_entry_is_rebuilt(run, tmp_path) -> None:
-    from edgetl.feature_cache import cache_root
+    from edgetl.training.feature_cache import cache_root
 
     data = write_image_folder(tmp_path / "data", classes=2, per_class=8)
     options = TINY | {"weights": str(run), "feature_cache": "on"}
@@ -104,7 +104,7 @@ def test_damaged_entry_is_rebuilt(run, tmp_path) -> None:
 
 
 def test_streamed_split_matches_in_memory(tmp_path, monkeypatch) -> None:
-    from edgetl import feature_cache
+    from edgetl.training import feature_cache
 
     features = np.random.default_rng(0).normal(size=(37, 5)).astype(np.float32)
     labels = np.arange(37, dtype=np.int32) % 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgetl.backbones import get_backbone
-from edgetl.model import build_classifier
+from edgetl.network.model import build_classifier
 from edgetl.tf_env import keras
 from tests.conftest import TINY, write_image_folder
 
@@ -31,7 +31,7 @@ def test_mlp_head_has_its_hidden_layer():
 @pytest.mark.parametrize("head", ["attention"])
 def test_head_trains_and_exports_verified_int8(head, run, tmp_path):
     import edgetl
-    from edgetl.export import export_run
+    from edgetl.exporting.exporter import export_run
 
     data = write_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
     # On the trained fixture's backbone (chained transfer), so predictions are confident: int8

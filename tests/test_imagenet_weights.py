@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgetl.backbones import lite_imagenet
-from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING, build_efficientnet_lite
+from edgetl.backbones.efficientnet_lite import build_efficientnet_lite
+from edgetl.backbones.lite_architecture import EFFICIENTNET_LITE_PREPROCESSING
 from edgetl.backbones.torch_legacy import LEGACY_MAGIC, LEGACY_PROTOCOL, read_state_dict
 from edgetl.errors import InputError
 

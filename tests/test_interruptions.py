@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetl.artifacts.locking import lock_path, locked
+from edgetl.artifacts.resume import Checkpoint, CheckpointStore, data_stamp, resume_dir
 from edgetl.errors import ResourceError
-from edgetl.locking import lock_path, locked
-from edgetl.resume import Checkpoint, CheckpointStore, data_stamp, resume_dir
 from tests.conftest import TINY, run_cli, write_image_folder
 
 CLI_ARGS = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--image-size", "32", "--weights", "none",
@@ -154,7 +154,7 @@ def test_export_and_compress_refuse_a_run_another_process_is_writing(tmp_path):
 def test_a_lock_whose_holder_was_killed_is_free(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from edgetl.locking import locked\nwith locked(Path(sys.argv[1])):\n"
+                               "from edgetl.artifacts.locking import locked\nwith locked(Path(sys.argv[1])):\n"
                                "    print('held', flush=True); time.sleep(600)", str(run)],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -209,13 +209,13 @@ def test_disk_full_while_writing_the_run_is_one_clean_error_and_no_partial_run(d
 
 def test_out_of_memory_names_batch_size_and_suggests_a_smaller_one(data, tmp_path, monkeypatch, capsys):
     """A real out-of-memory error is impractical on CPU: fit_phase raises TensorFlow's own error instead."""
-    import edgetl.training
+    import edgetl.training.trainer
     from edgetl.tf_env import tf
 
     def out_of_memory(*args, **kwargs):
         raise tf().errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,96,16,16]")
 
-    monkeypatch.setattr(edgetl.training, "fit_phase", out_of_memory)
+    monkeypatch.setattr(edgetl.training.trainer, "fit_phase", out_of_memory)
     code, err = _cli_main(["train", str(data), "-o", str(tmp_path / "run"), "--epochs", "1", *CLI_ARGS], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1] == (
@@ -249,8 +249,8 @@ def test_checkpoint_round_trip_keeps_one_complete_epoch_file(tmp_path):
 
 def test_epochs_shorter_than_ten_checkpoint_writes_are_checkpointed_every_few_epochs(tmp_path):
     """A checkpoint may cost at most 10 % of the training time; a phase's last epoch is always saved."""
-    from edgetl.phases import Progress
     from edgetl.tf_env import keras
+    from edgetl.training.phases import Progress
 
     k = keras()
     model = k.Sequential([k.Input((4,)), k.layers.Dense(3)])
@@ -316,7 +316,7 @@ threads = 1
 def test_sigkill_during_compress_leaves_only_complete_artifacts_and_the_rerun_finishes(run, tmp_path):
     import shutil
 
-    from edgetl.manifest import read_manifest
+    from edgetl.artifacts.manifest import read_manifest
 
     work = tmp_path / "run"
     shutil.copytree(run, work, ignore=shutil.ignore_patterns("artifacts", "bench", "compress"))

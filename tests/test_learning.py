@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import edgetl
-from edgetl.manifest import read_manifest
+from edgetl.artifacts.manifest import read_manifest
 from edgetl.errors import UsageError
-from edgetl.learning_check import learning_health, verification_cause
+from edgetl.training.learning_check import learning_health, verification_cause
 from tests.conftest import TINY, write_image_folder
 
 CLASSES = tuple(str(i) for i in range(10))
@@ -81,7 +81,7 @@ def test_defaults_follow_what_the_first_phase_trains(tmp_path):
     """Pretrained: the head at 1e-2, then 5 fine-tuning epochs; from scratch: 3e-3 and no second phase. Given
     values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps (SCRATCH_STEPS from scratch)
     and at least MIN_EPOCHS."""
-    from edgetl.config import HEAD_STEPS, MIN_EPOCHS, SCRATCH_STEPS, TrainConfig
+    from edgetl.training.config import HEAD_STEPS, MIN_EPOCHS, SCRATCH_STEPS, TrainConfig
 
     pretrained = TrainConfig.create(data=tmp_path, output=tmp_path / "a")
     scratch = TrainConfig.create(data=tmp_path, output=tmp_path / "b", weights="none")
@@ -100,7 +100,7 @@ def test_defaults_follow_what_the_first_phase_trains(tmp_path):
 
 
 def test_the_manifest_records_the_epochs_the_run_used(run, tmp_path):
-    from edgetl.config import HEAD_STEPS
+    from edgetl.training.config import HEAD_STEPS
 
     data = write_image_folder(tmp_path / "data", classes=2, per_class=100)  # 160 training images: 20 steps of 8
     options = {k: v for k, v in TINY.items() if k != "epochs"} | {"weights": str(run)}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgetl.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
 from edgetl.errors import CheckFailedError, EdgetlError, InputError
-from edgetl.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of, write_manifest
 
 
 def _write(tmp_path, names=("a.bin", "b.txt")):

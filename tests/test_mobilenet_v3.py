@@ -10,9 +10,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from edgetl.artifacts.inspection import inspect_model
 from edgetl.backbones import mobilenet_v3
-from edgetl.inspection import inspect_model
-from edgetl.model import load_model
+from edgetl.network.model import load_model
 from edgetl.tf_env import keras, tf
 
 BUILDERS = {"small": mobilenet_v3.build_mobilenet_v3_small, "large": mobilenet_v3.build_mobilenet_v3_large}
@@ -183,7 +183,7 @@ def test_save_and_load_round_trip_in_safe_mode(small_classifier, images, tmp_pat
 
 
 def test_a_fresh_process_loads_a_saved_rebuild(small_classifier, images, tmp_path):
-    """Like `edgetl export` does: a new process that only calls edgetl.model.load_model."""
+    """Like `edgetl export` does: a new process that only calls edgetl.network.model.load_model."""
     path = tmp_path / "model.keras"
     small_classifier.save(path)
     np.save(tmp_path / "images.npy", images)
@@ -191,7 +191,7 @@ def test_a_fresh_process_loads_a_saved_rebuild(small_classifier, images, tmp_pat
     script = textwrap.dedent(f"""
         from pathlib import Path
         import numpy as np
-        from edgetl.model import load_model
+        from edgetl.network.model import load_model
         model = load_model(Path({str(path)!r}))
         out = model(np.load({str(tmp_path / "images.npy")!r}), training=False).numpy()
         np.testing.assert_allclose(out, np.load({str(tmp_path / "expected.npy")!r}), atol=1e-6, rtol=0)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import edgetl
-from edgetl import dataset_index as dsi
+from edgetl.data import dataset_index as dsi
 from edgetl.errors import InputError, UsageError
 from tests.conftest import TINY, run_cli, write_image_folder
 
@@ -48,11 +48,11 @@ def write_start_weights(data: Path, path: Path) -> Path:
     """A randomly initialized backbone whose BatchNorm statistics are measured on the images (precise BN).
     Started from it, training treats it like pretrained weights (BatchNorm frozen in inference mode), so the
     float model trains in a few epochs and behaves the same in training and inference: int8 then tracks it."""
-    from edgetl import batchnorm
+    from edgetl.artifacts.run_dir import load_images
     from edgetl.backbones import get_backbone
-    from edgetl.model import build_classifier
-    from edgetl.run_dir import load_images
+    from edgetl.network.model import build_classifier
     from edgetl.tf_env import keras
+    from edgetl.training import batchnorm
 
     keras().utils.set_random_seed(0)
     spec = get_backbone("mobilenet_v2")
@@ -77,7 +77,7 @@ def multitask_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def multitask_artifacts(multitask_run):
-    from edgetl.export import export_run
+    from edgetl.exporting.exporter import export_run
 
     run, _ = multitask_run
     return {(fmt, mode): export_run(run, format=fmt, quantize=mode, calibration_size=64, verify_size=64)
@@ -117,8 +117,8 @@ def test_a_row_without_every_task_label_names_its_line(tmp_path):
 
 
 def test_task_weights_are_parsed_into_per_output_loss_weights(tmp_path):
-    from edgetl.config import TrainConfig
-    from edgetl.multitask import loss_weights
+    from edgetl.training.config import TrainConfig
+    from edgetl.training.multitask import loss_weights
 
     data = write_multitask_csv(tmp_path, per_combination=1)
     config = TrainConfig.create(data=data, output=tmp_path / "out", tasks="pattern, color", task_weights="2,0.5")
@@ -130,7 +130,7 @@ def test_task_weights_are_parsed_into_per_output_loss_weights(tmp_path):
 
 
 def test_run_has_one_named_head_per_task_and_records_per_task_metrics(multitask_run):
-    from edgetl.model import backbone_layers, load_model
+    from edgetl.network.model import backbone_layers, load_model
 
     run, manifest = multitask_run
     assert (run / "labels.txt").read_text() == "solid\nstriped\n"  # the first task's, for one-label tools
@@ -160,7 +160,7 @@ def test_run_has_one_named_head_per_task_and_records_per_task_metrics(multitask_
 
 
 def test_exported_files_have_one_output_per_task_named_in_task_order(multitask_run, multitask_artifacts):
-    from edgetl.inspection import inspect_model
+    from edgetl.artifacts.inspection import inspect_model
     from edgetl.targets import open_session
 
     run, _ = multitask_run
@@ -184,8 +184,8 @@ def test_exported_files_have_one_output_per_task_named_in_task_order(multitask_r
 
 
 def test_each_task_is_verified_against_the_keras_model(multitask_run, multitask_artifacts):
-    from edgetl.model import load_model, predict_in_batches
-    from edgetl.run_dir import Run, load_images
+    from edgetl.artifacts.run_dir import Run, load_images
+    from edgetl.network.model import load_model, predict_in_batches
     from edgetl.targets import open_session
 
     run, manifest = multitask_run
@@ -221,8 +221,8 @@ def test_inspect_names_the_task_outputs(multitask_run, multitask_artifacts):
 
 
 def test_bench_reports_parity_per_task(multitask_run, multitask_artifacts, tmp_path):
-    from edgetl.bench import BenchOptions, run_bench
-    from edgetl.parity import gate
+    from edgetl.runner.bench import BenchOptions, run_bench
+    from edgetl.runner.parity import gate
 
     run, manifest = multitask_run
     report = run_bench([str(run)], BenchOptions(threads=(1,), min_runs=3, warmup=1, min_seconds=0.0,
@@ -255,7 +255,7 @@ def test_bench_reports_parity_per_task(multitask_run, multitask_artifacts, tmp_p
 
 
 def test_bench_refuses_what_it_cannot_label_per_task(multitask_run, multitask_artifacts, tmp_path):
-    from edgetl.bench import BenchOptions, run_bench
+    from edgetl.runner.bench import BenchOptions, run_bench
 
     run, _ = multitask_run
     folder = write_image_folder(tmp_path / "folder", classes=2, per_class=2)
@@ -297,7 +297,7 @@ def test_bad_combinations_are_usage_errors_naming_every_option(tmp_path):
     ({"tasks": "pattern, color", "head": "mlp"}, None),
 ])
 def test_task_options_are_checked_before_any_work(tmp_path, options, message):
-    from edgetl.config import TrainConfig
+    from edgetl.training.config import TrainConfig
 
     data = write_multitask_csv(tmp_path, per_combination=1)
     if message is None:

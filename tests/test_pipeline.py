@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.backbones.spec import MINUS_ONE_TO_ONE
-from edgetl.pipeline import find_unreadable, make_dataset
+from edgetl.data.pipeline import find_unreadable, make_dataset
 from tests.conftest import class_image
 
 

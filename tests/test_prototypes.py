@@ -33,8 +33,8 @@ def _images(root: Path, label: int, indices: range) -> list[str]:
 
 
 def test_prototypes_are_mean_training_embeddings(proto_run) -> None:
-    from edgetl import prototypes
-    from edgetl.run_dir import Run, load_images
+    from edgetl.artifacts.run_dir import Run, load_images
+    from edgetl.training import prototypes
 
     run = Run.open(proto_run)
     table = prototypes.prototypes_of(run.model)
@@ -49,8 +49,8 @@ def test_prototypes_are_mean_training_embeddings(proto_run) -> None:
 def test_enroll_adds_a_class_the_exported_model_predicts(proto_run, tmp_path) -> None:
     import shutil
 
-    from edgetl.export import export_run
-    from edgetl.run_dir import Run, load_images
+    from edgetl.artifacts.run_dir import Run, load_images
+    from edgetl.exporting.exporter import export_run
     from edgetl.targets import open_session
 
     run_path = tmp_path / "run"
@@ -83,8 +83,8 @@ def test_enroll_adds_a_class_the_exported_model_predicts(proto_run, tmp_path) ->
 def test_enroll_replaces_an_existing_class(proto_run, tmp_path) -> None:
     import shutil
 
-    from edgetl import prototypes
-    from edgetl.run_dir import Run
+    from edgetl.artifacts.run_dir import Run
+    from edgetl.training import prototypes
 
     run_path = tmp_path / "run"
     shutil.copytree(proto_run, run_path)

@@ -71,8 +71,8 @@ def test_a_session_on_an_unusable_provider_fails_with_the_reason_and_the_cpu_one
 
 @pytest.mark.skipif(any(r is None for r in provider_status().values()), reason="a GPU provider is usable here")
 def test_bench_adds_a_skipped_row_per_gpu_provider_with_its_reason(tmp_path):
-    from edgetl.bench import BenchOptions, run_bench
-    from edgetl.report_render import render_markdown
+    from edgetl.runner.bench import BenchOptions, run_bench
+    from edgetl.runner.report_render import render_markdown
 
     path = mean_colour_classifier(tmp_path / "colour.onnx")
     data = write_image_folder(tmp_path / "data", classes=3, per_class=4, size=32)
@@ -94,7 +94,7 @@ def test_bench_adds_a_skipped_row_per_gpu_provider_with_its_reason(tmp_path):
 
 
 def test_a_row_measured_on_a_gpu_provider_is_recommended_only_for_targets_that_list_it():
-    from edgetl.bench import recommend
+    from edgetl.runner.bench import recommend
     from edgetl.targets.profiles import load_profile
 
     def row(name: str, provider: str, p50: float) -> dict:

