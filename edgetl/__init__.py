@@ -5,6 +5,7 @@ Importing edgetl imports no TensorFlow; the heavy work starts when a function is
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetl.version import __version__
@@ -12,7 +13,7 @@ from edgetl.version import __version__
 if TYPE_CHECKING:
     from edgetl.artifacts.manifest import Manifest
 
-__all__ = ["__version__", "bundle", "compress", "enroll", "train"]
+__all__ = ["__version__", "bench", "bundle", "compress", "enroll", "export", "train"]
 
 
 def train(data: str, output: str, **options: Any) -> "Manifest":
@@ -52,6 +53,37 @@ def compress(run: str, **options: Any) -> dict[str, Any]:
     if isinstance(options.get("recipes"), str):
         options["recipes"] = (options["recipes"],)
     return run_compress(run, CompressOptions(**options))
+
+
+def export(run: str, output: str | None = None, **options: Any) -> "Manifest":
+    """Convert the training run RUN to one TFLite or ONNX file, verified against the float model, in
+    RUN/artifacts/<format>-<quantize>/ (or OUTPUT); return the artifact's manifest.
+
+    Keyword options are the fields of `edgetl.converters.base.ExportOptions` (format, quantize, io_dtype,
+    calibration_size, verify_size, opset, nchw, seed, per_channel, float_fallback), as `edgetl export` takes them.
+    """
+    from edgetl.exporting.exporter import export_run
+
+    return export_run(run, output, **options)
+
+
+def bench(paths: str | list[str], **options: Any) -> dict[str, Any]:
+    """Latency, memory and accuracy parity of every exported model under PATHS (runs, artifact folders or
+    model files), as `edgetl bench` measures them; return the report (report.json's document).
+
+    Keyword options are the fields of `edgetl.runner.bench.BenchOptions` (threads, targets, data, out, ...);
+    sequences may be lists. A gate failure is in the report (`artifacts[i]["gate"]`), not an exception.
+    """
+    from edgetl.runner.bench import BenchOptions, run_bench
+
+    for key in ("threads", "targets"):
+        if isinstance(options.get(key), (list, int, str)):
+            value = options[key]
+            options[key] = (value,) if isinstance(value, (int, str)) else tuple(value)
+    for key in ("data", "labels", "out"):
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
+    return run_bench([paths] if isinstance(paths, str) else list(paths), BenchOptions(**options))
 
 
 def bundle(artifact: str, directory: str, **options: Any) -> "Manifest":

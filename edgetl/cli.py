@@ -61,17 +61,18 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
                    "[default: enough epochs for 2,000 steps (from scratch 500), at least 5].")
 @click.option("--fine-tune-epochs", type=int, default=None,
               help="Epochs fine-tuning the top of the backbone after the head [default: 5; 0 with --weights none].")
-@click.option("--fine-tune-layers", default="20", show_default=True,
-              help="Backbone layers to unfreeze from the top, or 'all'.")
+@click.option("--fine-tune-layers", default="all", show_default=True,
+              help="Backbone layers to unfreeze from the top (a number), or 'all'; BatchNorm stays frozen.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--val-split", type=float, default=0.2, show_default=True,
               help="Fraction of each class held out for validation (stratified, seeded).")
 @click.option("--val-dir", type=click.Path(path_type=str), default=None,
               help="A separate validation folder (same class sub-folders) instead of --val-split.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--augment/--no-augment", default=True, show_default=True,
+@click.option("--augment/--no-augment", default=None,
               help="Random flip, crop, rotation, brightness and contrast while backbone layers train "
-                   "(fine-tuning, from scratch); the head on the frozen backbone sees the images as they are.")
+                   "(fine-tuning, from scratch); the head on the frozen backbone sees the images as they are "
+                   "[default: on with --weights none, off when fine-tuning pretrained weights].")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Include horizontal flips in augmentation (turn off for text, digits, asymmetric objects).")
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
@@ -106,7 +107,7 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--clipnorm", type=float, default=None, help="Clip each step's gradients to this global norm.")
 @click.option("--layer-lr-decay", type=float, default=None,
               help="Per-layer learning-rate decay from head to stem, e.g. 0.9 (the stem moves least).")
-@click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=3e-4, show_default=True)
 @click.option("--feature-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Train the frozen-backbone phase on backbone features computed once and cached on disk "
                    "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever it can (pretrained weights, "

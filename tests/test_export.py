@@ -151,3 +151,18 @@ def test_inspect_artifact_shows_lineage_and_verification(run, exported):
     assert result.returncode == 0, result.stderr
     assert "lineage: from" in result.stdout and "verified: top-1 agreement" in result.stdout
     assert "class_0" in result.stdout
+
+
+def test_public_api_exports_and_benches_like_the_cli(run, tmp_path):
+    """`edgetl.export` and `edgetl.bench` (the top-level API) do what `edgetl export` and `edgetl bench` do."""
+    import edgetl
+
+    manifest = edgetl.export(str(run), str(tmp_path / "fp16"), format="tflite", quantize="fp16", verify_size=16,
+                             calibration_size=16)
+    assert (tmp_path / "fp16" / "model.tflite").is_file()
+    assert manifest.metrics["top1_agreement"] >= 0.9
+    report = edgetl.bench(str(tmp_path / "fp16"), threads=1, min_runs=5, min_seconds=0.05, out=tmp_path / "report")
+    [artifact] = [a for a in report["artifacts"] if not a.get("skipped")]
+    assert artifact["latency"][0]["threads"] == 1 and artifact["latency"][0]["p50_ms"] > 0
+    assert artifact["parity"]["top1_agreement"] >= 0.9
+    assert (tmp_path / "report" / "report.json").is_file()

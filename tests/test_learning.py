@@ -78,15 +78,18 @@ def test_chained_transfer_inherits_backbone_alpha_and_size(run, tmp_path):
 
 
 def test_defaults_follow_what_the_first_phase_trains(tmp_path):
-    """Pretrained: the head at 1e-2, then 5 fine-tuning epochs; from scratch: 3e-3 and no second phase. Given
-    values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps (SCRATCH_STEPS from scratch)
+    """Pretrained: the head at 1e-2, then 5 fine-tuning epochs of every layer at 3e-4, not augmented; from
+    scratch: 3e-3, augmented, and no second phase. Given values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps (SCRATCH_STEPS from scratch)
     and at least MIN_EPOCHS."""
     from edgetl.training.config import HEAD_STEPS, MIN_EPOCHS, SCRATCH_STEPS, TrainConfig
 
     pretrained = TrainConfig.create(data=tmp_path, output=tmp_path / "a")
     scratch = TrainConfig.create(data=tmp_path, output=tmp_path / "b", weights="none")
     assert (pretrained.learning_rate, pretrained.fine_tune_epochs, pretrained.epochs) == (1e-2, 5, None)
-    assert (scratch.learning_rate, scratch.fine_tune_epochs) == (3e-3, 0)
+    assert (pretrained.fine_tune_layers, pretrained.fine_tune_learning_rate, pretrained.augment) == ("all", 3e-4, False)
+    assert (scratch.learning_rate, scratch.fine_tune_epochs, scratch.augment) == (3e-3, 0, True)
+    assert TrainConfig.create(data=tmp_path, output=tmp_path / "f", augment=True).augment is True
+    assert TrainConfig.create(data=tmp_path, output=tmp_path / "g", weights="none", augment=False).augment is False
     assert TrainConfig.create(data=tmp_path, output=tmp_path / "e", head="attention").learning_rate == 1e-3
     given = TrainConfig.create(data=tmp_path, output=tmp_path / "c", learning_rate=5e-4, fine_tune_epochs=0,
                                epochs=2)

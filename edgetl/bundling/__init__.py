@@ -2,5 +2,5 @@
 contract), test vectors and stand-alone reference clients (`clients/`), each with a self-test
 (`bundler`, `spec`).
 
-May import: the ground and edgetl.runner's checks. Nothing imports bundling but the CLI and the public API.
+May import: the ground only. Nothing imports bundling but the CLI and the public API.
 """

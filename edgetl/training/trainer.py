@@ -1,10 +1,11 @@
-"""`edgetl train`: feature extraction on a frozen backbone, then fine-tuning of its top (LP-FT).
+"""`edgetl train`: feature extraction on a frozen backbone, then fine-tuning (LP-FT).
 
 Phase 1 trains only the head, on the images as they are (so on cached backbone features where it
-can): a linear probe. Phase 2 (`fine_tune_epochs`) unfreezes the top `fine_tune_layers` backbone
-layers at a lower learning rate, on augmented images, starting from that head. With pretrained weights
-BatchNorm stays in inference mode (its statistics belong to the source data). From scratch
-(`--weights none`) phase 1 trains the whole network, augmented, BatchNorm included.
+can): a linear probe. Phase 2 (`fine_tune_epochs`) unfreezes `fine_tune_layers` backbone layers (all
+by default) at a lower learning rate, starting from that head, on the images as they are unless
+`augment` is asked for. With pretrained weights BatchNorm stays in inference mode (its statistics
+belong to the source data). From scratch (`--weights none`) phase 1 trains the whole network,
+augmented, BatchNorm included.
 The best epoch by validation accuracy is kept. The run directory is assembled in a hidden staging
 folder and renamed into place only when complete, manifest last. Checkpoints after epochs
 (edgetl/training/phases.py, edgetl/artifacts/resume.py) let the same command resume an interrupted training; the
