@@ -60,7 +60,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
               help="First phase: the head on the frozen backbone (with --weights none: the whole network) "
                    "[default: enough epochs for 2,000 steps (from scratch 500), at least 5].")
 @click.option("--fine-tune-epochs", type=int, default=None,
-              help="Epochs fine-tuning the top of the backbone after the head [default: 5; 0 with --weights none].")
+              help="Epochs fine-tuning the backbone after the head [default: enough for 300 steps, at least 5; "
+                   "0 with --weights none].")
 @click.option("--fine-tune-layers", default="all", show_default=True,
               help="Backbone layers to unfreeze from the top (a number), or 'all'; BatchNorm stays frozen.")
 @click.option("--batch-size", type=int, default=32, show_default=True)

@@ -148,3 +148,17 @@ def imports_of_source(source: str, known: set[str]) -> set[str]:
         return imports(Path(fh.name), known)
     finally:
         Path(fh.name).unlink()
+
+
+def test_the_public_functions_survive_importing_every_subpackage():
+    """A subpackage named like a public function (edgetl/bundle/) would replace `edgetl.bundle` once imported."""
+    import importlib
+    import inspect
+
+    import edgetl
+
+    for module in modules():
+        if not module.endswith("__main__"):
+            importlib.import_module(module)
+    for name in ("train", "compress", "export", "bench", "bundle", "enroll"):
+        assert inspect.isfunction(getattr(edgetl, name)), f"edgetl.{name} is no longer the API function"

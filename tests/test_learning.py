@@ -78,14 +78,16 @@ def test_chained_transfer_inherits_backbone_alpha_and_size(run, tmp_path):
 
 
 def test_defaults_follow_what_the_first_phase_trains(tmp_path):
-    """Pretrained: the head at 1e-2, then 5 fine-tuning epochs of every layer at 3e-4, not augmented; from
-    scratch: 3e-3, augmented, and no second phase. Given values are kept; --epochs, when not given, buys HEAD_STEPS optimizer steps (SCRATCH_STEPS from scratch)
-    and at least MIN_EPOCHS."""
-    from edgetl.training.config import HEAD_STEPS, MIN_EPOCHS, SCRATCH_STEPS, TrainConfig
+    """Pretrained: the head at 1e-2, then fine-tuning every layer at 3e-4, not augmented; from scratch: 3e-3,
+    augmented, and no second phase. Given values are kept; --epochs, when not given, buys HEAD_STEPS optimizer
+    steps (SCRATCH_STEPS from scratch) and at least MIN_EPOCHS; --fine-tune-epochs FINE_TUNE_STEPS and at least
+    FINE_TUNE_EPOCHS."""
+    from edgetl.training.config import (FINE_TUNE_EPOCHS, FINE_TUNE_STEPS, HEAD_STEPS, MIN_EPOCHS, SCRATCH_STEPS,
+                                        TrainConfig)
 
     pretrained = TrainConfig.create(data=tmp_path, output=tmp_path / "a")
     scratch = TrainConfig.create(data=tmp_path, output=tmp_path / "b", weights="none")
-    assert (pretrained.learning_rate, pretrained.fine_tune_epochs, pretrained.epochs) == (1e-2, 5, None)
+    assert (pretrained.learning_rate, pretrained.fine_tune_epochs, pretrained.epochs) == (1e-2, None, None)
     assert (pretrained.fine_tune_layers, pretrained.fine_tune_learning_rate, pretrained.augment) == ("all", 3e-4, False)
     assert (scratch.learning_rate, scratch.fine_tune_epochs, scratch.augment) == (3e-3, 0, True)
     assert TrainConfig.create(data=tmp_path, output=tmp_path / "f", augment=True).augment is True
@@ -98,6 +100,11 @@ def test_defaults_follow_what_the_first_phase_trains(tmp_path):
     assert few == -(-HEAD_STEPS // 4) and few * 4 >= HEAD_STEPS  # 100 images at batch 32: 4 steps an epoch
     assert many == MIN_EPOCHS
     assert scratch.default_epochs(100) == -(-SCRATCH_STEPS // 4) < few
+    assert pretrained.default_fine_tune_epochs(100) == -(-FINE_TUNE_STEPS // 4)
+    assert pretrained.default_fine_tune_epochs(50_000) == FINE_TUNE_EPOCHS
+    with pytest.raises(UsageError, match="nothing would be trained"):
+        TrainConfig.create(data=tmp_path, output=tmp_path / "h", epochs=0, fine_tune_epochs=0)
+    assert TrainConfig.create(data=tmp_path, output=tmp_path / "i", epochs=0).fine_tune_epochs is None
     with pytest.raises(UsageError, match="nothing would be trained"):
         TrainConfig.create(data=tmp_path, output=tmp_path / "d", weights="none", epochs=0)
 

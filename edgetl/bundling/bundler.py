@@ -10,8 +10,8 @@ a subprocess on the staged copy: a bundle whose client disagrees with expected.j
 
 The manifest has kind "artifact" (the same verified model file, the same parent run), so `edgetl
 inspect` and `edgetl bench` take a bundle as they take the artifact; its "bundle" section says where
-it came from. (This module is `bundler`, not `bundle`: importing a module edgetl/bundle.py would replace
-the function `edgetl.bundle` on the package.)
+it came from. (The package is `bundling`, not `bundle`: importing a submodule edgetl/bundle/ would replace
+the function `edgetl.bundle` on the package; `exporting` is named so for `edgetl.export`.)
 """
 
 from __future__ import annotations

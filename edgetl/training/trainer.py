@@ -100,6 +100,8 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
     head_data = dataclasses.replace(data, train=dataset(train_index, True)) if pretrained else data
     if config.epochs is None:
         config = dataclasses.replace(config, epochs=config.default_epochs(len(train_index.paths)))
+    if config.fine_tune_epochs is None:
+        config = dataclasses.replace(config, fine_tune_epochs=config.default_fine_tune_epochs(len(train_index.paths)))
     total = config.epochs + config.fine_tune_epochs
     store = dist.checkpoint_store(resume_dir(config.output), dist.identity(
         _identity(config, source, train_index, val_index), list(train_index.paths) + list(val_index.paths)))
