@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgetl.errors import InputError, UsageError
+from edgetl.errors import InputError
 from edgetl.network.tasks import as_list, labels_file
 
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
