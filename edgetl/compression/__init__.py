@@ -3,7 +3,11 @@
 One module per technique, each with `apply(model, ...)` returning a model TFMOT has wrapped (train it
 as usual) and `strip(model)` returning a plain Keras model again. Only layers a technique supports
 are wrapped (a per-layer clone function), so custom layers such as HardSwish pass through untouched.
-The `edgetl compress` command (issue #6) builds recipes from these steps.
+
+Stage 2, `edgetl compress`: recipes of these steps (`recipe`), their training (`finetune`), layer sensitivity
+(`sensitivity`), and the search that exports and benches every candidate (`compressor`, `report`).
+
+May import: the ground, edgetl.training (the run's options and distribution), edgetl.exporting and edgetl.runner.
 """
 
 from typing import Any
