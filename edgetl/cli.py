@@ -17,6 +17,7 @@ import click
 
 from edgetl import __version__
 from edgetl.errors import EdgetlError
+from edgetl.training.config import FINE_TUNE_LAYERS, FINE_TUNE_LEARNING_RATE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -62,7 +63,7 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--fine-tune-epochs", type=int, default=None,
               help="Epochs fine-tuning the backbone after the head [default: enough for 300 steps, at least 5; "
                    "0 with --weights none].")
-@click.option("--fine-tune-layers", default="all", show_default=True,
+@click.option("--fine-tune-layers", default=FINE_TUNE_LAYERS, show_default=True,
               help="Backbone layers to unfreeze from the top (a number), or 'all'; BatchNorm stays frozen.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--val-split", type=float, default=0.2, show_default=True,
@@ -108,7 +109,7 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--clipnorm", type=float, default=None, help="Clip each step's gradients to this global norm.")
 @click.option("--layer-lr-decay", type=float, default=None,
               help="Per-layer learning-rate decay from head to stem, e.g. 0.9 (the stem moves least).")
-@click.option("--fine-tune-learning-rate", type=float, default=3e-4, show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=FINE_TUNE_LEARNING_RATE, show_default=True)
 @click.option("--feature-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Train the frozen-backbone phase on backbone features computed once and cached on disk "
                    "($EDGETL_CACHE, default ~/.cache/edgetl). auto: whenever it can (pretrained weights, "
