@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgetl import __version__
+from edgetl import __version__, console
 from edgetl.errors import EdgetlError
 from edgetl.training.config import FINE_TUNE_LAYERS, FINE_TUNE_LEARNING_RATE
 
@@ -29,6 +30,13 @@ def cli() -> None:
     Flow:  edgetl train DATA -o RUN  ->  edgetl compress RUN  ->  edgetl bench RUN
     Try:   edgetl demo   (the whole flow on built-in data, offline)
     """
+
+
+def _keep_log_in(directory: str | Path) -> None:
+    """TensorFlow's captured log of this command goes to DIRECTORY/edgetl.log (edgetl.console)."""
+    log = console.current_log()
+    if log is not None:
+        log.keep_in(directory)
 
 
 def _emit_json(doc: Any) -> None:
@@ -120,6 +128,7 @@ def train(data: str, output: str, as_json: bool, **options: Any) -> None:
     """Train a classifier on DATA: a folder with one sub-folder per class, or a CSV of path,label."""
     import edgetl
 
+    _keep_log_in(output)
     manifest = edgetl.train(data, output, **options)
     if as_json:
         _emit_json({"path": output, **manifest.to_json()})
@@ -155,6 +164,7 @@ def demo(output: str, epochs: int | None, as_json: bool) -> None:
     """Train on built-in handwritten digits (offline) and print the result table."""
     from edgetl.demo import run_demo
 
+    _keep_log_in(output)
     result = run_demo(output, epochs=epochs)
     if as_json:
         _emit_json(result)
@@ -186,6 +196,7 @@ def export(run: str, fmt: str, output: str | None, as_json: bool, bundle_dir: st
     """Convert a training RUN to one verified TFLite or ONNX artifact (and, with --bundle, bundle it)."""
     from edgetl.exporting.exporter import export_run
 
+    _keep_log_in(run)
     if bundle_dir:  # refuse a bad --bundle folder before minutes of conversion
         from edgetl.bundling.bundler import check_target
 
@@ -259,6 +270,7 @@ def enroll(run: str, class_name: str, images: tuple[str, ...], as_json: bool) ->
     Re-export afterwards: artifacts made before the enrollment keep the old classes."""
     from edgetl.training.prototypes import enroll as enroll_class
 
+    _keep_log_in(run)
     _, result = enroll_class(run, class_name, list(images))
     if as_json:
         _emit_json(result)
@@ -298,6 +310,7 @@ def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop:
 
     options = CompressOptions(target=target, recipes=recipes, max_accuracy_drop=max_accuracy_drop, repair=repair,
                               verify_size=verify_size, seed=seed, threads=threads, distribute=distribute)
+    _keep_log_in(run)
     # One writer per run: compress and export add artifacts to it (a non-chief worker writes to a copy).
     with locked(Path(run)) if is_chief(distribute) else contextlib.nullcontext():
         report = run_compress(run, options)
@@ -353,6 +366,7 @@ def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **opt
     from edgetl.runner.report_render import render_markdown
 
     report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
+    _keep_log_in(report["report_dir"])
     if as_json:
         _emit_json(report)
     else:
@@ -382,26 +396,55 @@ def targets(name: str | None, as_json: bool) -> None:
             click.echo(f"{profile.name:<11} {profile.runtime:<12} {','.join(profile.quantization):<22} {profile.description}")
 
 
+VERBOSE_HELP = ("Also show TensorFlow's and the converters' own log lines here (by default they are kept in "
+                "edgetl.log in the run or report folder, and shown when a command fails unexpectedly).")
+for _command in [cli, *cli.commands.values()]:  # accepted before or after the command name; read by main()
+    _command.params.append(click.Option(["--verbose"], is_flag=True, expose_value=False, help=VERBOSE_HELP))
+
+
 def main() -> None:
+    verbose = "--verbose" in sys.argv[1:] or os.environ.get("EDGETL_VERBOSE", "") not in ("", "0")
+    log = None
     try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort; edgetl's Interrupted says how to resume
+        with contextlib.nullcontext() if verbose else console.captured_native_output() as log:
+            cli.main(standalone_mode=False)
+    except BaseException as exc:
+        code = _exit_code(exc)
+        kept = log.keep(sys.argv[1:], keep_orphan=code in (None, 1)) if log else None
+        if code is None:  # unexpected: what TensorFlow logged before it may say why
+            if kept:
+                lines = kept.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
+                click.echo(f"the last {len(lines)} lines TensorFlow and the converters logged ({kept}):", err=True)
+                click.echo("\n".join(f"  {line}" for line in lines), err=True)
+            raise
+        if kept and code == 1:
+            click.echo(f"(TensorFlow's and the converters' own log: {kept})", err=True)
+        sys.exit(code)
+    if log:
+        log.keep(sys.argv[1:], keep_orphan=False)
+    sys.exit(0)
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    """Show a known failure as one line and return its exit code; None for anything unexpected."""
+    if isinstance(exc, click.exceptions.Abort):  # click turns Ctrl-C into Abort; edgetl's Interrupted says how to resume
         cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
         click.echo(str(cause) if cause and str(cause) else "aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
+        return 130
+    if isinstance(exc, click.ClickException):
         exc.show()
-        sys.exit(exc.exit_code)
-    except EdgetlError as exc:
+        return exc.exit_code
+    if isinstance(exc, EdgetlError):
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt as exc:  # edgetl.errors.Interrupted says how to resume
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):  # edgetl.errors.Interrupted says how to resume
         click.echo(str(exc) or "interrupted", err=True)
-        sys.exit(130)
-    except OSError as exc:  # a full disk outside a staged directory (which reports its own target)
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # a full disk outside a staged directory (which reports its own target)
         click.echo(f"error: {exc.filename or 'writing'}: no space left on device; free some space and re-run",
                    err=True)
-        sys.exit(2)
-    sys.exit(0)
+        return 2
+    return None

@@ -95,7 +95,8 @@ def run_demo(output: str, epochs: int | None = None) -> dict[str, Any]:
                              f"weights ({scratch_dir}); transfer {'+' if gain >= 0 else ''}{gain:.1f} points"),
             ("run", f"{run_dir} (artifacts in {run_dir}/artifacts, reports in {report['report_dir']})"),
             ("recommended (x86-cpu)", f"{recommended['name']}, {recommended['accuracy_drop_pts'] + 0.0:.2f} pts below "
-                                      f"float (budget {DEMO_GATE_PTS})" if recommended else
+                                      f"float (budget {DEMO_GATE_PTS}); {recommended['thread_advice']}"
+                                      if recommended else
                                       f"none within {DEMO_GATE_PTS} pts (see the report)"),
             ("wall time", f"{seconds['total']} s (train {seconds['train']}, from scratch {seconds['scratch']}, "
                           f"compress {seconds['compress']})")]

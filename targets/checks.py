@@ -20,11 +20,10 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from edgetl.artifacts.inspection import ONNX_WEIGHT_OPS
+from edgetl.artifacts.inspection import FLOAT_DTYPES, ONNX_WEIGHT_OPS
 from edgetl.targets.memory import canonical_dtype, estimate_peak_ram
 from edgetl.targets.profiles import TargetProfile
 
-FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
 EIGHT_BIT = {"int8", "uint8"}
 INDEX_DTYPES = {"int32", "int64", "bool"}  # shape/axis/argmax values, not quantized data
 NAMED = 5  # how many offending tensors a message names

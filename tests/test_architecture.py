@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Installed as edgetl.converters and edgetl.targets (pyproject.toml's package-dir), kept at the top level.
 SOURCES = {"edgetl": ROOT / "edgetl", "edgetl.converters": ROOT / "converters", "edgetl.targets": ROOT / "targets"}
-BASE = ("edgetl.errors", "edgetl.tf_env", "edgetl.progress", "edgetl.version")
+BASE = ("edgetl.errors", "edgetl.tf_env", "edgetl.progress", "edgetl.console", "edgetl.version")
 GROUND = ("edgetl.data", "edgetl.backbones", "edgetl.network", "edgetl.artifacts", "edgetl.converters", "edgetl.targets")
 STAGES = ("edgetl.training", "edgetl.compression", "edgetl.exporting", "edgetl.runner", "edgetl.bundling")
 APP = ("edgetl", "edgetl.__main__", "edgetl.cli", "edgetl.demo")

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgetl.errors import InputError
 
+FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
 # Ops that carry weights: the ones whose precision decides size and speed.
 TFLITE_WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
 ONNX_WEIGHT_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "ConvInteger", "MatMulInteger", "QLinearConv",
@@ -125,3 +126,19 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
             "initializer_dtypes": dict(collections.Counter(dtype_name(i.data_type) for i in graph.initializer)),
             "initializers": {name: dtype_name(init.data_type) for name, init in initializers.items()},
             "metadata": {p.key: p.value for p in model.metadata_props}}
+
+
+# ONNX ops that compute on integers (QDQ pairs around an op are fused into an integer kernel by ONNX Runtime).
+_ONNX_INTEGER_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
+
+
+def float_op_count(info: dict[str, Any]) -> int:
+    """Operators that compute in floating point: TFLite, those with a float output (DEQUANTIZE aside);
+    ONNX, nodes that are not integer or quantization ops and take no input from a DequantizeLinear
+    (ONNX Runtime runs such QDQ groups as integer kernels). A tie-breaker between equally fast files."""
+    if info["format"] == "tflite":
+        return sum(1 for op in info["ops"] if op["op"] != "DEQUANTIZE"
+                   and any(t["dtype"] in FLOAT_DTYPES for t in op["outputs"]))
+    dequantized = {out for op in info["ops"] if op["op"] == "DequantizeLinear" for out in op["outputs"]}
+    return sum(1 for op in info["ops"] if op["op"] not in _ONNX_INTEGER_OPS and not op["op"].startswith("QLinear")
+               and not any(name in dequantized for name in op["inputs"]))

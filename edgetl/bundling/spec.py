@@ -8,6 +8,7 @@ on edgetl's preprocessing (edgetl/data/pipeline.py), one image at a time, as the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def model_spec(model_path: Path, manifest: Manifest, run: Any, artifact: Path) -
             "value_range": [float(low), float(high)], "dtype": "float32",
             "then": ("quantize to the input dtype: q = clip(round_half_even(x / scale + zero_point))"
                      if session.inputs[0].scale else "feed as float32")},
+        "runtime_settings": runtime_settings(artifact, run),
         "lineage": {
             "artifact": {"path": str(artifact.resolve()), "manifest_sha256": sha256_of(artifact / MANIFEST_NAME)},
             "run": {"path": str(run.path.resolve()), "manifest_sha256": sha256_of(run.path / MANIFEST_NAME)},
@@ -68,6 +70,23 @@ def model_spec(model_path: Path, manifest: Manifest, run: Any, artifact: Path) -
             "head": run.manifest.options.get("head", "linear"),
             "edgetl_version": __version__},
     }
+
+
+def runtime_settings(artifact: Path, run: Any) -> dict[str, Any]:
+    """The thread count the run's latest recommendation of this artifact measured best (compress's report,
+    else bench's), so a client uses it by default; none on record: the runtime's default."""
+    for report_path in (run.path / "compress" / "report.json", run.path / "bench" / "report.json"):
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for target, chosen in (report.get("recommendations") or {}).items():
+            if chosen and chosen.get("path") and Path(chosen["path"]).parent.resolve() == artifact.resolve() \
+                    and chosen.get("threads"):
+                return {"threads": chosen["threads"], "target": target, "p50_ms": chosen.get("p50_ms"),
+                        "advice": chosen.get("thread_advice"), "source": str(report_path.resolve())}
+    return {"threads": None, "advice": "no recommendation of this file on record: the runtime's default thread "
+                                       "count (time it with `edgetl bench`)"}
 
 
 def _tensor(info: Any, shape: list[int]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from edgetl.compression.recipe import Recipe
 from edgetl.converters.base import ExportOptions
 from edgetl.errors import CheckFailedError, EdgetlError, UsageError
 from edgetl.progress import say
-from edgetl.runner.bench import BenchOptions, pareto, recommend, run_bench, write_reports
+from edgetl.runner.bench import BenchOptions, collect, pareto, run_bench, side_by_side_retimer, write_reports
+from edgetl.runner.ranking import recommend
 
 MODE_RECIPES = {"none": "float", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
 DEFAULT_MAX_DROP = 0.5  # points: the bar edgetl aims at
@@ -108,7 +110,7 @@ def run_compress(run_path: str | Path, options: CompressOptions, dist: Any = Non
     if options.repair and "int8" in profile.quantization:
         for fmt in profile.formats:
             attempts += _repair(fmt, candidates, report, builder, profile, options)
-    report["recommendations"] = recommend(report["artifacts"], [profile])
+    report["recommendations"] = recommend(report["artifacts"], [profile], _retimer(report, run, profile, options))
     report["pareto"] = pareto(report["artifacts"])  # the ladder's artifacts included
     _add_sizes(report)
     recommendation = report["recommendations"][profile.name]
@@ -243,12 +245,24 @@ def _training_key(recipe: Recipe) -> str:
     return "+".join(s.name + repr(s.options) for s in recipe.training_steps)
 
 
+def _bench_options(profile: Any, options: CompressOptions, out: Path) -> BenchOptions:
+    # One thread and the target's count, but no more than this machine has: 4 threads timed on 2 cores
+    # measure the oversubscription, not the model.
+    threads = options.threads or tuple(sorted({1, min(profile.threads, os.cpu_count() or 1)}))
+    return BenchOptions(threads=threads, min_runs=options.min_runs, min_seconds=options.min_seconds,
+                        targets=(options.target,), max_accuracy_drop=options.max_accuracy_drop, out=out,
+                        gpu_providers=tuple(profile.execution_providers), write_reports=False, recommend=False)
+
+
 def _bench(candidates: list[Candidate], run: Run, profile: Any, options: CompressOptions, out: Path) -> dict[str, Any]:
-    threads = options.threads or tuple(sorted({1, profile.threads}))
-    bench_options = BenchOptions(threads=threads, min_runs=options.min_runs, min_seconds=options.min_seconds,
-                                 targets=(options.target,), max_accuracy_drop=options.max_accuracy_drop, out=out,
-                                 gpu_providers=tuple(profile.execution_providers), write_reports=False)
-    return run_bench([str(c.path) for c in candidates], bench_options)
+    return run_bench([str(c.path) for c in candidates], _bench_options(profile, options, out))
+
+
+def _retimer(report: dict[str, Any], run: Run, profile: Any, options: CompressOptions) -> Any:
+    """The recommendation's side-by-side re-timing, over the artifacts that passed (the repairs' included)."""
+    folders = list(dict.fromkeys(str(Path(a["path"]).parent) for a in report["artifacts"] if _passes(a, profile.name)))
+    bench_options = _bench_options(profile, options, Path(report["report_dir"]))
+    return side_by_side_retimer(collect(folders, bench_options), run.splits[1].paths[0], bench_options)
 
 
 def _passes(entry: dict[str, Any], target: str) -> bool:
@@ -332,4 +346,5 @@ def _recommended(recommendation: dict[str, Any], report: dict[str, Any]) -> dict
             "format": entry["format"], "quantize": entry["quantize"], "bytes": entry["bytes"],
             "gzip_bytes": entry["gzip_bytes"], "accuracy": entry["parity"]["accuracy"],
             "accuracy_drop_pts": -entry["parity"]["accuracy_delta_pts"], "p50_ms": recommendation["p50_ms"],
-            "threads": recommendation["threads"]}
+            "threads": recommendation["threads"], "thread_advice": recommendation["thread_advice"],
+            "reason": recommendation["reason"]}

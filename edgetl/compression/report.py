@@ -13,7 +13,9 @@ SPARSITY_NOTE = ("Pruning and clustering pay in the gzip column (zeros and repea
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     target = report["compress"]["target"]
     recommended = (report["compress"]["recommended"] or {}).get("name")
-    header = ["artifact", "recipe", "bytes", "gzip", "vs float", "accuracy", "drop (pts)", "p50 ms", "verdict"]
+    threads = sorted({r["threads"] for e in report["artifacts"] for r in (e["latency"] or [])})
+    header = ["artifact", "recipe", "bytes", "gzip", "vs float", "accuracy", "drop (pts)",
+              "p50 ms @" + "/".join(f"{n}T" for n in threads), "verdict"]
     recipes = {c["name"]: c["recipe"] for c in report["compress"]["candidates"]}
     rows = []
     for entry in report["artifacts"]:
@@ -21,14 +23,14 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             rows.append([entry["name"], recipes.get(entry["name"], ""), f"{entry['bytes']:,}", "", "", "", "", "",
                          f"skipped: {entry['skipped']}"])
             continue
-        threads = max(r["threads"] for r in entry["latency"])
-        p50 = next(r["p50_ms"] for r in entry["latency"] if r["threads"] == threads)
+        p50 = {r["threads"]: r["p50_ms"] for r in entry["latency"]}
         problems = entry["gate"]["reasons"] + list(entry["target_checks"].get(target, []))
         verdict = "RECOMMENDED" if entry["name"] == recommended else ("ok" if not problems else _short(problems[0]))
         ratio = entry.get("bytes_vs_float")
         rows.append([entry["name"], _short(recipes.get(entry["name"], "")), f"{entry['bytes']:,}", f"{entry['gzip_bytes']:,}",
                      f"{ratio:.2f}x" if ratio else "", f"{entry['parity']['accuracy']:.4f}",
-                     f"{-entry['parity']['accuracy_delta_pts'] + 0.0:.2f}", f"{p50:.3f}@{threads}T", verdict])
+                     f"{-entry['parity']['accuracy_delta_pts'] + 0.0:.2f}",
+                     " / ".join(f"{p50[n]:.3f}" if n in p50 else "-" for n in threads), verdict])
     for candidate in report["compress"]["candidates"]:
         if candidate["status"] == "failed":
             rows.append([candidate["name"], _short(candidate["recipe"]), "", "", "", "", "", "",
@@ -52,6 +54,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"recommended for {compress['target']}: {best['name']} ({best['path']}): "
                      f"drop {best['accuracy_drop_pts'] + 0.0:.2f} pts <= {compress['max_accuracy_drop']}, "
                      f"{best['bytes']:,} bytes, p50 {best['p50_ms']:.3f} ms at {best['threads']} thread(s)")
+        lines.append(f"  why: {best['reason']}")
+        lines.append(f"  {best['thread_advice']}")
     else:
         lines.append(f"no artifact meets the budget of {compress['max_accuracy_drop']} pts on {compress['target']}")
     lines.append(f"report: {report['report_dir']}/report.md")

@@ -3,7 +3,7 @@
 For each artifact: accuracy parity with the Keras model (same images, same preprocessing), latency
 in a fresh process per artifact (p50/p90/p99 per thread count, batch throughput, peak RSS), target
 checks, and a gate. The reports (json, md, html) are written before a failed gate exits 1, and end
-with a recommendation per target: the fastest artifact that passes.
+with a recommendation per target: the configuration to ship (edgetl.runner.ranking).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from edgetl.errors import CheckFailedError, InputError, UsageError
 from edgetl.network.model import MODEL_FILE
 from edgetl.progress import say
 from edgetl.runner import multitask_bench
+from edgetl.runner.ranking import Retimer, recommend
 
 RUNTIME_OF_FORMAT = {".tflite": "litert", ".onnx": "onnxruntime"}
 
@@ -51,6 +52,7 @@ class BenchOptions:
     # skipped with the reason where not). None: those usable here plus those the targets list (cuda).
     gpu_providers: tuple[str, ...] | None = None
     write_reports: bool = True  # False: the caller writes them (compress, after its repairs and recommendation)
+    recommend: bool = True  # False: the caller recommends (compress, after its repairs)
 
     def problems(self) -> list[str]:
         found = []
@@ -225,7 +227,9 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
                            "gate": {"max_accuracy_drop": options.max_accuracy_drop,
                                     "min_agreement": options.min_agreement}},
               "reference": reference_info, "artifacts": report_entries}
-    report["recommendations"] = recommend(report_entries, profiles)
+    if options.recommend:
+        retime = side_by_side_retimer(entries, image_paths[0], options)
+        report["recommendations"] = recommend(report_entries, profiles, retime)
     report["pareto"] = pareto(report_entries)
     out = options.out or ((run.path / "bench") if run is not None else Path("edgetl-bench"))
     report["report_dir"] = str(out)
@@ -259,7 +263,7 @@ def _gpu_providers(entry: Entry, options: BenchOptions, profiles: list[Any]) -> 
 def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: list[str],
                  reference: np.ndarray | None, options: BenchOptions, profiles: list[Any], scratch: Path,
                  availability: dict[str, Any], provider: str | None = None) -> dict[str, Any]:
-    from edgetl.artifacts.inspection import inspect_model
+    from edgetl.artifacts.inspection import float_op_count, inspect_model
     from edgetl.runner.parity import gate
     from edgetl.targets import open_session
     from edgetl.targets.checks import check_artifact
@@ -290,6 +294,7 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
     timing = _time_in_worker(entry.path, images, options, scratch, provider)
     return base | {"parity": result, "latency": timing["latency"], "throughput": timing["throughput"],
                    "peak_rss_bytes": timing["peak_rss_bytes"], "peak_ram_estimate": peak,
+                   "float_ops": float_op_count(info),
                    "target_checks": {p.name: check_artifact(p, info, peak) for p in profiles},
                    "gate": gate(result, options.max_accuracy_drop, options.min_agreement)}
 
@@ -312,13 +317,39 @@ def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scrat
             "min_runs": options.min_runs, "min_seconds": options.min_seconds,
             "throughput_batch": min(options.throughput_batch, len(images)),
             "session_options": _session_options(path, options, provider)}
+    return _run_worker(spec, scratch, str(path))
+
+
+def _run_worker(spec: dict[str, Any], scratch: Path, what: str) -> dict[str, Any]:
     spec_path = scratch / "spec.json"
     spec_path.write_text(json.dumps(spec))
     done = subprocess.run([sys.executable, "-m", "edgetl.runner.bench_worker", str(spec_path)], capture_output=True,
                           text=True, timeout=1800)
     if done.returncode != 0:
-        raise CheckFailedError(f"{path}: benchmark process failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise CheckFailedError(f"{what}: benchmark process failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def side_by_side_retimer(entries: list[Entry], image_path: str, options: BenchOptions) -> Retimer:
+    """The recommendation's re-timing: its shortlisted configurations, on one validation image each,
+    opened at once in a fresh process and timed interleaved (edgetl.runner.latency.interleaved)."""
+    by_path = {str(e.path): e for e in entries}
+
+    def retime(configurations: list[tuple[str, str | None, int]]) -> list[dict[str, float]]:
+        say(f"recommendation: timing {len(configurations)} close configuration(s) side by side")
+        with tempfile.TemporaryDirectory() as scratch:
+            items = []
+            for index, (path, provider, threads) in enumerate(configurations):
+                entry = by_path[path]
+                image = load_images([image_path], entry.image_size, entry.preprocessing)
+                sample = Path(scratch) / f"input{index}.npy"
+                np.save(sample, np.ascontiguousarray(image.transpose(0, 3, 1, 2) if entry.nchw else image))
+                items.append({"path": path, "threads": threads, "input": str(sample),
+                              "session_options": _session_options(Path(path), options, provider)})
+            spec = {"mode": "side-by-side", "configurations": items, "min_seconds": max(options.min_seconds, 0.2)}
+            return _run_worker(spec, Path(scratch), "side-by-side timing")["timings"]
+
+    return retime
 
 
 def _latency_row(entry: dict[str, Any], threads: int) -> dict[str, Any] | None:
@@ -330,31 +361,6 @@ def _latency_row(entry: dict[str, Any], threads: int) -> dict[str, Any] | None:
 def _p50(entry: dict[str, Any], threads: int) -> float | None:
     row = _latency_row(entry, threads)
     return row["p50_ms"] if row else None
-
-
-def recommend(entries: list[dict[str, Any]], profiles: list[Any]) -> dict[str, Any]:
-    """Per target: the fastest artifact (p50 at the target's thread count) that passes gate and checks."""
-    out = {}
-    for profile in profiles:
-        # The target checks include the format: an artifact the target cannot run never qualifies.
-        candidates = [e for e in entries if not e["skipped"] and e["gate"]["passed"]
-                      and not e["target_checks"].get(profile.name) and _runs_on(e, profile)]
-        if not candidates:
-            out[profile.name] = {"artifact": None,
-                                 "reason": f"no artifact passes the gate and the {profile.name} target checks"}
-            continue
-        best = min(candidates, key=lambda e: _p50(e, profile.threads))
-        row = _latency_row(best, profile.threads)
-        out[profile.name] = {"artifact": best["name"], "path": best["path"], "p50_ms": row["p50_ms"],
-                             "threads": row["threads"], "profile_threads": profile.threads,
-                             "reason": "fastest artifact that passes the gate and the target checks"}
-    return out
-
-
-def _runs_on(entry: dict[str, Any], profile: Any) -> bool:
-    """A row measured on a GPU provider speaks only for targets that list that provider."""
-    provider = entry.get("provider")
-    return provider in (None, "CPUExecutionProvider") or provider in profile.execution_providers
 
 
 def pareto(entries: list[dict[str, Any]]) -> list[str]:

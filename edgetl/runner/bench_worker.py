@@ -1,7 +1,8 @@
-"""One artifact's latency, measured in a fresh process so its peak RSS is its own.
+"""One artifact's latency, measured in a fresh process so its peak RSS is its own; or, for the
+recommendation's shortlist, several configurations timed side by side in one process.
 
 Run as `python -m edgetl.runner.bench_worker SPEC.json`; prints one JSON document. It imports only the
-runtime it needs (no TensorFlow), which is also what an app on the device would load.
+runtimes it needs (no TensorFlow), which is also what an app on the device would load.
 """
 
 from __future__ import annotations
@@ -15,20 +16,36 @@ from typing import Any
 import numpy as np
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    from edgetl.runner.latency import measure
+def _opener(path: Path, threads: int, session_options: dict[str, Any]):
     from edgetl.targets import open_session
 
+    if path.suffix == ".tflite":
+        return lambda: open_session(path, num_threads=threads, **session_options)
+    return lambda: open_session(path, intra_op_threads=threads, **session_options)
+
+
+def run_side_by_side(spec: dict[str, Any]) -> dict[str, Any]:
+    """Each configuration (path, threads, session options, input file) opened at once and timed interleaved."""
+    from edgetl.runner.latency import interleaved
+
+    calls = {}
+    for index, item in enumerate(spec["configurations"]):
+        session = _opener(Path(item["path"]), item["threads"], item.get("session_options", {}))()
+        calls[index] = session.prepare(np.load(item["input"]))
+    timings = interleaved(calls, spec["min_seconds"])
+    return {"timings": [timings[index] for index in range(len(calls))]}
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    from edgetl.runner.latency import measure
+
+    if spec.get("mode") == "side-by-side":
+        return run_side_by_side(spec)
     path = Path(spec["path"])
     images = np.load(spec["input"])
     session_options = spec.get("session_options", {})
 
-    def opener(threads: int):
-        if path.suffix == ".tflite":
-            return lambda: open_session(path, num_threads=threads, **session_options)
-        return lambda: open_session(path, intra_op_threads=threads, **session_options)
-
-    latency = [measure(opener(threads), images[:1], threads=threads, warmup=spec["warmup"],
+    latency = [measure(_opener(path, threads, session_options), images[:1], threads=threads, warmup=spec["warmup"],
                        min_runs=spec["min_runs"], min_seconds=spec["min_seconds"]).to_json()
                for threads in spec["threads"]]
     batch = spec["throughput_batch"]
@@ -36,7 +53,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if batch > 1:
         threads = max(spec["threads"])
         try:
-            stats = measure(opener(threads), images[:batch], threads=threads, warmup=2,
+            stats = measure(_opener(path, threads, session_options), images[:batch], threads=threads, warmup=2,
                             min_runs=max(3, spec["min_runs"] // batch), min_seconds=spec["min_seconds"])
             throughput = {"batch": len(images[:batch]), "threads": threads, "p50_ms": round(stats.p50_ms, 4),
                           "images_per_s": round(len(images[:batch]) / (stats.p50_ms / 1000.0), 1)}

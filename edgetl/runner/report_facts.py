@@ -88,6 +88,8 @@ def recommendations(report: dict[str, Any]) -> list[dict[str, Any]]:
             facts.append(f"accuracy {percent_text((artifact.get('parity') or {}).get('accuracy'))}"
                          + ("" if delta is None else f" ({delta:+.2f} pts)"))
             facts.append(kb_text(artifact.get("bytes")))
+        if name and recommendation.get("thread_advice"):
+            facts.append(recommendation["thread_advice"])
         result.append({"target": target, "artifact": name, "text": " · ".join(facts),
                        "path": recommendation.get("path") if name else None})
     return result

@@ -285,7 +285,8 @@ async function main(argv) {
   const spec = JSON.parse(fs.readFileSync(path.join(BUNDLE, 'model.json'), 'utf8'));
   const labels = fs.readFileSync(path.join(BUNDLE, spec.output.labels_file), 'utf8').split(/\r?\n/);
   if (labels[labels.length - 1] === '') labels.pop();
-  const model = await openModel(spec, args.threads);
+  // Default: the thread count edgetl measured fastest for this file (model.json), else the runtime's.
+  const model = await openModel(spec, args.threads || (spec.runtime_settings || {}).threads || 0);
   if (args.selftest) return selftest(model, spec, labels);
   for (const file of args.images) {
     const { probabilities } = await model.classify(file);
