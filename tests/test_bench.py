@@ -85,12 +85,17 @@ def test_bench_run_writes_three_reports_and_recommends_the_fastest_passing_artif
     # The shortlist near the fastest was re-timed side by side; the one shipped is the smallest file among
     # those tied with the fastest of them, and it says at how many threads.
     considered = recommended["considered"]
-    assert recommended["retimed_side_by_side"] and all(c["ci_ms"][0] <= c["p50_ms"] <= c["ci_ms"][1] for c in considered)
     fastest = min(considered, key=lambda c: c["p50_ms"])
     tied = [c for c in considered if c["tied"]]
     assert fastest in tied and recommended["artifact"] == min(tied, key=lambda c: (c["bytes"], c["float_ops"]))["artifact"]
+    if len(considered) == 1:  # nothing within 30 %: the separate timing decides
+        separate = [a for a in report["artifacts"] if not a["target_checks"]["x86-cpu"]]
+        assert recommended["artifact"] == min(separate, key=lambda a: a["latency"][0]["p50_ms"])["name"]
+    else:
+        assert recommended["retimed_side_by_side"]
+        assert all(c["ci_ms"][0] <= c["p50_ms"] <= c["ci_ms"][1] for c in considered)
+        assert all(c["p50_ms"] <= fastest["p50_ms"] * 1.05 or c["ci_ms"][0] <= fastest["ci_ms"][1] for c in tied)
     assert recommended["threads"] == 1 and recommended["thread_advice"].startswith("use 1 thread: ")
-    assert all(c["p50_ms"] <= fastest["p50_ms"] * 1.05 or c["ci_ms"][0] <= fastest["ci_ms"][1] for c in tied)
     assert report["runtimes"]["onnxruntime:CUDAExecutionProvider"]["unavailable"]  # skipped with a reason here
     assert report["machine"]["cpu"] and report["machine"]["versions"]["onnxruntime"]
 

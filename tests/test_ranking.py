@@ -118,6 +118,24 @@ def test_median_interval_brackets_the_median_and_narrows_with_more_runs():
     assert median_interval([3.0]) == (3.0, 3.0)
 
 
+@pytest.mark.slow
+def test_one_file_timed_side_by_side_with_itself_is_a_tie(run, exported):
+    """The real re-timer (a fresh process, sessions taking turns): the same file twice measures within noise,
+    and another file's row comes back in the order asked."""
+    from edgetl.artifacts.run_dir import Run
+    from edgetl.runner.bench import BenchOptions, collect, side_by_side_retimer
+
+    folders = [str(run / "artifacts" / "tflite-int8"), str(run / "artifacts" / "onnx-none")]
+    options = BenchOptions(min_seconds=0.3)
+    entries = collect(folders, options)
+    int8, onnx = (str(e.path) for e in entries)
+    retime = side_by_side_retimer(entries, Run.open(run).splits[1].paths[0], options)
+    first, second, other = retime([(int8, None, 1), (int8, None, 1), (onnx, None, 1)])
+    assert all(t["runs"] >= 30 and t["ci_low_ms"] <= t["p50_ms"] <= t["ci_high_ms"] for t in (first, second, other))
+    assert first["ci_low_ms"] <= second["ci_high_ms"] and second["ci_low_ms"] <= first["ci_high_ms"] or \
+        abs(first["p50_ms"] / second["p50_ms"] - 1) <= TIE_TOLERANCE, (first, second)
+
+
 DEMO_RUN = Path(__file__).resolve().parents[1] / "edgetl-demo" / "run"
 
 
