@@ -1,23 +1,20 @@
 """The `edgetl` command line: a thin click layer over the Python API.
 
-Errors become one clean line and an exit code here, and only here (DESIGN.md): 0 success, 1 a check
-failed, 2 bad usage or input. Nothing heavy is imported until a command runs.
+Errors become one clean line and an exit code in edgetl.process (the process around a command), and
+only there (DESIGN.md). Nothing heavy is imported until a command runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgetl import __version__, console
-from edgetl.errors import EdgetlError
+from edgetl import __version__
+from edgetl.process import add_verbose_option, keep_log_in, on_interrupt, run_command_line
 from edgetl.training.config import FINE_TUNE_LAYERS, FINE_TUNE_LEARNING_RATE
 
 
@@ -30,13 +27,6 @@ def cli() -> None:
     Flow:  edgetl train DATA -o RUN  ->  edgetl compress RUN  ->  edgetl bench RUN
     Try:   edgetl demo   (the whole flow on built-in data, offline)
     """
-
-
-def _keep_log_in(directory: str | Path) -> None:
-    """TensorFlow's captured log of this command goes to DIRECTORY/edgetl.log (edgetl.console)."""
-    log = console.current_log()
-    if log is not None:
-        log.keep_in(directory)
 
 
 def _emit_json(doc: Any) -> None:
@@ -128,8 +118,9 @@ def train(data: str, output: str, as_json: bool, **options: Any) -> None:
     """Train a classifier on DATA: a folder with one sub-folder per class, or a CSV of path,label."""
     import edgetl
 
-    _keep_log_in(output)
-    manifest = edgetl.train(data, output, **options)
+    keep_log_in(output)
+    with on_interrupt("interrupted before the first epoch; nothing was written; re-run the same command"):
+        manifest = edgetl.train(data, output, **options)
     if as_json:
         _emit_json({"path": output, **manifest.to_json()})
     else:
@@ -164,7 +155,7 @@ def demo(output: str, epochs: int | None, as_json: bool) -> None:
     """Train on built-in handwritten digits (offline) and print the result table."""
     from edgetl.demo import run_demo
 
-    _keep_log_in(output)
+    keep_log_in(output)
     result = run_demo(output, epochs=epochs)
     if as_json:
         _emit_json(result)
@@ -196,14 +187,15 @@ def export(run: str, fmt: str, output: str | None, as_json: bool, bundle_dir: st
     """Convert a training RUN to one verified TFLite or ONNX artifact (and, with --bundle, bundle it)."""
     from edgetl.exporting.exporter import export_run
 
-    _keep_log_in(run)
+    keep_log_in(run)
     if bundle_dir:  # refuse a bad --bundle folder before minutes of conversion
         from edgetl.bundling.bundler import check_target
 
         check_target(Path(bundle_dir), bundle_overwrite)
     elif bundle_overwrite:
         raise click.UsageError("--bundle-overwrite needs --bundle DIR")
-    manifest = export_run(run, output, format=fmt, **options)
+    with on_interrupt("interrupted; no artifact was written; re-run the same command"):
+        manifest = export_run(run, output, format=fmt, **options)
     bundled = None
     if bundle_dir:
         from edgetl.bundling.bundler import make_bundle
@@ -270,7 +262,7 @@ def enroll(run: str, class_name: str, images: tuple[str, ...], as_json: bool) ->
     Re-export afterwards: artifacts made before the enrollment keep the old classes."""
     from edgetl.training.prototypes import enroll as enroll_class
 
-    _keep_log_in(run)
+    keep_log_in(run)
     _, result = enroll_class(run, class_name, list(images))
     if as_json:
         _emit_json(result)
@@ -310,9 +302,11 @@ def compress(run: str, target: str, recipes: tuple[str, ...], max_accuracy_drop:
 
     options = CompressOptions(target=target, recipes=recipes, max_accuracy_drop=max_accuracy_drop, repair=repair,
                               verify_size=verify_size, seed=seed, threads=threads, distribute=distribute)
-    _keep_log_in(run)
+    keep_log_in(run)
     # One writer per run: compress and export add artifacts to it (a non-chief worker writes to a copy).
-    with locked(Path(run)) if is_chief(distribute) else contextlib.nullcontext():
+    resume = (f"interrupted; re-run the same command to resume: the artifacts already in {run}/artifacts "
+              "are checked and reused")
+    with on_interrupt(resume), locked(Path(run)) if is_chief(distribute) else contextlib.nullcontext():
         report = run_compress(run, options)
     if as_json:
         _emit_json(report | {"recommended": report["compress"]["recommended"]})
@@ -365,8 +359,9 @@ def bench(paths: tuple[str, ...], as_json: bool, targets: tuple[str, ...], **opt
     from edgetl.runner.bench import BenchOptions, raise_on_gate_failures, run_bench
     from edgetl.runner.report_render import render_markdown
 
-    report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
-    _keep_log_in(report["report_dir"])
+    with on_interrupt("interrupted; no report was written; re-run the same command"):
+        report = run_bench(list(paths), BenchOptions(targets=tuple(targets), **options))
+    keep_log_in(report["report_dir"])
     if as_json:
         _emit_json(report)
     else:
@@ -396,55 +391,8 @@ def targets(name: str | None, as_json: bool) -> None:
             click.echo(f"{profile.name:<11} {profile.runtime:<12} {','.join(profile.quantization):<22} {profile.description}")
 
 
-VERBOSE_HELP = ("Also show TensorFlow's and the converters' own log lines here (by default they are kept in "
-                "edgetl.log in the run or report folder, and shown when a command fails unexpectedly).")
-for _command in [cli, *cli.commands.values()]:  # accepted before or after the command name; read by main()
-    _command.params.append(click.Option(["--verbose"], is_flag=True, expose_value=False, help=VERBOSE_HELP))
+add_verbose_option(cli)
 
 
 def main() -> None:
-    verbose = "--verbose" in sys.argv[1:] or os.environ.get("EDGETL_VERBOSE", "") not in ("", "0")
-    log = None
-    try:
-        with contextlib.nullcontext() if verbose else console.captured_native_output() as log:
-            cli.main(standalone_mode=False)
-    except BaseException as exc:
-        code = _exit_code(exc)
-        kept = log.keep(sys.argv[1:], keep_orphan=code in (None, 1)) if log else None
-        if code is None:  # unexpected: what TensorFlow logged before it may say why
-            if kept:
-                lines = kept.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
-                click.echo(f"the last {len(lines)} lines TensorFlow and the converters logged ({kept}):", err=True)
-                click.echo("\n".join(f"  {line}" for line in lines), err=True)
-            raise
-        if kept and code == 1:
-            click.echo(f"(TensorFlow's and the converters' own log: {kept})", err=True)
-        sys.exit(code)
-    if log:
-        log.keep(sys.argv[1:], keep_orphan=False)
-    sys.exit(0)
-
-
-def _exit_code(exc: BaseException) -> int | None:
-    """Show a known failure as one line and return its exit code; None for anything unexpected."""
-    if isinstance(exc, click.exceptions.Abort):  # click turns Ctrl-C into Abort; edgetl's Interrupted says how to resume
-        cause = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
-        click.echo(str(cause) if cause and str(cause) else "aborted", err=True)
-        return 130
-    if isinstance(exc, click.ClickException):
-        exc.show()
-        return exc.exit_code
-    if isinstance(exc, EdgetlError):
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    if isinstance(exc, KeyboardInterrupt):  # edgetl.errors.Interrupted says how to resume
-        click.echo(str(exc) or "interrupted", err=True)
-        return 130
-    if isinstance(exc, SystemExit):
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        # a full disk outside a staged directory (which reports its own target)
-        click.echo(f"error: {exc.filename or 'writing'}: no space left on device; free some space and re-run",
-                   err=True)
-        return 2
-    return None
+    run_command_line(cli)

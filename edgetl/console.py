@@ -71,13 +71,15 @@ def captured_native_output() -> Iterator[NativeLog]:
     """Point fd 2 and sys.stderr at a temporary log file until the block ends."""
     global _log
     sys.stderr.flush()
+    previous = sys.stderr
     handle, name = tempfile.mkstemp(prefix="edgetl-", suffix=".log")
     saved = os.dup(2)
-    shown = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    # edgetl's own lines go where sys.stderr went: the terminal (a duplicate of fd 2, which is about to be
+    # redirected), or the stream a host put in its place (pytest, an IDE), which is not fd 2.
+    shown = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") \
+        if _writes_to_fd_2(previous) else previous
     os.dup2(handle, 2)
     os.close(handle)
-    # sys.stderr is fd 2 in a plain process, but a host (pytest, an IDE) may have swapped it: point it at the log too.
-    previous = sys.stderr
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     _log = NativeLog(Path(name), shown)
     try:
@@ -87,5 +89,13 @@ def captured_native_output() -> Iterator[NativeLog]:
         sys.stderr = previous
         os.dup2(saved, 2)
         os.close(saved)
-        shown.close()
+        if shown is not previous:
+            shown.close()
         _log = None
+
+
+def _writes_to_fd_2(stream: TextIO) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -111,7 +111,8 @@ def test_one_run_over_every_bad_case_succeeds_without_a_traceback(corpus):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert json.loads(result.stdout)["kind"] == "run"
-    assert sorted(p.name for p in run.iterdir()) == ["labels.txt", "manifest.json", "model.keras"]
+    # edgetl.log: TensorFlow's own lines, kept out of the terminal (edgetl.console)
+    assert sorted(p.name for p in run.iterdir()) == ["edgetl.log", "labels.txt", "manifest.json", "model.keras"]
 
 
 def test_manifest_lists_every_skipped_file_with_its_reason(corpus):
@@ -126,6 +127,25 @@ def test_manifest_lists_every_skipped_file_with_its_reason(corpus):
     assert reasons["bomb.png"].endswith("not decoded")
     assert reasons["loop"] == "symbolic link to a folder: not followed"
     assert reasons["notes.txt"].startswith("not an image file name")
+
+
+def test_bench_data_with_bad_images_skips_and_lists_them_as_training_did(corpus, tmp_path):
+    """`edgetl bench --data` runs training's image check: every bad file is skipped with the same reason,
+    on stderr and in report.json, and the readable ones are evaluated."""
+    data, run, _ = corpus
+    exported = run_cli("export", str(run), "--format", "tflite", "-o", str(tmp_path / "artifact"))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    result = run_cli("bench", str(tmp_path / "artifact"), "--data", str(data), "--threads", "1", "--runs", "3",
+                     "--warmup", "0", "--min-time", "0", "--throughput-batch", "1", "-o", str(tmp_path / "report"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    trained = {e["path"]: e["reason"] for e in json.loads((run / "manifest.json").read_text())["dataset"]["skipped"]}
+    for path, reason in trained.items():
+        assert f"skipped {path}: {reason}\n" in result.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {s["path"]: s["reason"] for s in report["settings"]["skipped"]} == trained
+    kept = len(dsi.index_folder(data).paths) - len([p for p in trained if not p.endswith(("loop", ".txt"))])
+    assert report["settings"]["images"] == report["artifacts"][0]["parity"]["images"] == kept
+    assert "**Skipped images:** 6: " in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_unusual_but_readable_images_hidden_files_and_nested_folders(corpus):

@@ -398,3 +398,31 @@ def test_a_tampered_artifact_is_refused_and_overwrite_replaces_a_bundle_whole(ru
                             "model.tflite", "client_litert.py", "ANDROID.md", "IOS.md",
                             *[f"test_vectors/{i:02d}.png" for i in range(3)]}
     assert read_manifest(old).sections["bundle"]["test_vectors"] == 3
+
+
+@pytest.mark.slow
+def test_the_bundle_carries_the_thread_count_the_runs_report_recommends(run, exported, tmp_path):
+    """`edgetl bench RUN` recommends a configuration; a bundle of that artifact records its thread count in
+    model.json, and the client (which runs at that count by default) still passes its self-test."""
+    from edgetl.runner.bench import BenchOptions, run_bench
+
+    folder = run / "artifacts" / "tflite-int8"
+    report_dir = run / "bench"
+    assert not report_dir.exists(), "another test left a bench report in the shared run"
+    try:
+        report = run_bench([str(folder)], BenchOptions(threads=(1, 2), min_runs=5, min_seconds=0.05, warmup=1,
+                                                       out=report_dir))
+        chosen = report["recommendations"]["x86-cpu"]
+        assert chosen["artifact"] == "tflite-int8" and chosen["threads"] in (1, 2)
+        bundle = tmp_path / "bundle"
+        edgetl.bundle(str(folder), str(bundle))
+        settings = json.loads((bundle / "model.json").read_text())["runtime_settings"]
+        assert settings == {"threads": chosen["threads"], "target": "x86-cpu", "p50_ms": chosen["p50_ms"],
+                            "advice": chosen["thread_advice"], "source": str((report_dir / "report.json").resolve())}
+        done = python_client(bundle, "--selftest")
+        assert done.returncode == 0 and "passed" in done.stdout, done.stdout + done.stderr
+    finally:
+        shutil.rmtree(report_dir, ignore_errors=True)
+    without = tmp_path / "without"
+    edgetl.bundle(str(folder), str(without))
+    assert json.loads((without / "model.json").read_text())["runtime_settings"]["threads"] is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -179,8 +180,13 @@ def _assert_same_training(history_a, history_b):
 def test_two_workers_train_what_one_process_trains_and_only_the_chief_writes(setup, tmp_path):
     root, data, options, single = setup
     out = tmp_path / "run"
-    argv = [sys.executable, "-c", API_WORKER, str(data), str(out), json.dumps(options | {"distribute": "multi-worker"})]
-    procs = _start_workers([argv, argv], tmp_path / "logs", tmp_path / "tmp")
+    # Worker 1 reads its own copy of the images, at another path and with new modification times (as on
+    # another machine): the same content, so the same training.
+    copy = Path(shutil.copytree(data, tmp_path / "elsewhere" / "data", copy_function=shutil.copyfile))
+    assert os.stat(next(copy.rglob("*.png"))).st_mtime_ns != os.stat(next(data.rglob("*.png"))).st_mtime_ns
+    argv = [sys.executable, "-c", API_WORKER, "DATA", str(out), json.dumps(options | {"distribute": "multi-worker"})]
+    procs = _start_workers([[str(folder) if a == "DATA" else a for a in argv] for folder in (data, copy)],
+                           tmp_path / "logs", tmp_path / "tmp")
     codes = _wait(procs, WORKER_TIMEOUT)
     errors = [(tmp_path / "logs" / f"worker{i}.err").read_text()[-3000:] for i in range(2)]
     assert codes == [0, 0], errors
@@ -197,7 +203,7 @@ def test_two_workers_train_what_one_process_trains_and_only_the_chief_writes(set
     assert manifest.metrics["val_accuracy"] == single.metrics["val_accuracy"]
     assert results[1]["metrics"]["val_accuracy"] == manifest.metrics["val_accuracy"]  # replicas stayed in sync
     # Only the chief wrote: no resume checkpoint or lock left, the worker's temporary copy removed.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "run", "tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "logs", "run", "tmp"]
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -246,17 +252,19 @@ def test_killing_a_worker_mid_run_stops_the_chief_with_exit_2_and_leaves_no_run(
 
 
 def test_workers_started_with_different_options_stop_with_exit_2_before_training(setup, tmp_path):
-    """Every worker must run the same training: compared (a checkpoint key, by all-reduce) before the first step."""
+    """Every worker must run the same training: each field compared (by all-gather) before the first step."""
     root, data, _, _ = setup
     argv = [sys.executable, "-m", "edgetl", "train", str(data), "-o", str(tmp_path / "run"), "--alpha", "0.35",
-            "--image-size", "32", "--weights", "none", "--epochs", "1", "--batch-size", "8", "--no-augment",
+            "--image-size", "32", "--weights", "none", "--batch-size", "8", "--no-augment",
             "--distribute", "multi-worker"]
-    procs = _start_workers([argv + ["--seed", "0"], argv + ["--seed", "1"]], tmp_path / "logs", tmp_path / "tmp")
+    procs = _start_workers([argv + ["--epochs", "1"], argv + ["--epochs", "2"]], tmp_path / "logs", tmp_path / "tmp")
     assert _wait(procs, WORKER_TIMEOUT) == [2, 2]
     for i in range(2):
         stderr = (tmp_path / "logs" / f"worker{i}.err").read_text()
-        assert "error: --distribute multi-worker: the workers disagree about the training" in stderr, stderr[-2000:]
-        assert "head epoch 1/1" not in stderr
+        # Each worker names the one field that differs, with both values; nothing else is listed.
+        assert ("error: --distribute multi-worker: the workers disagree about --epochs (worker 0: 1; worker 1: 2). "
+                "Run the same command on every worker") in stderr, stderr[-2000:]
+        assert "scratch epoch 1/" not in stderr
     assert not (tmp_path / "run").exists()
 
 

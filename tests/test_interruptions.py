@@ -338,3 +338,92 @@ def test_sigkill_during_compress_leaves_only_complete_artifacts_and_the_rerun_fi
     status = {c["name"]: c["status"] for c in json.loads(rerun.stdout)["compress"]["candidates"]}
     assert status == {"tflite-none": "reused", "tflite-int8": "built"}
     assert not [p.name for p in (work / "artifacts").iterdir() if p.name.startswith(".")]
+
+
+# --- SIGTERM: what docker stop, systemd, Kubernetes and batch schedulers send; it ends like Ctrl-C, exit 143 ---
+
+def _terminate(proc: subprocess.Popen, log: Path) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=120) == 143, log.read_text()
+    finally:
+        proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    return text.strip().splitlines()[-1]
+
+
+def test_sigterm_during_training_keeps_the_checkpoint_releases_the_lock_and_exits_143(data, tmp_path):
+    out = tmp_path / "run"
+    log = tmp_path / "train.log"
+    proc = _start(["-m", "edgetl", "train", str(data), "-o", str(out), "--epochs", "2", "--fine-tune-epochs", "2",
+                   *CLI_ARGS], log)
+    _wait(proc, log, lambda: _checkpoint_epoch(out) >= 1, "the first checkpoint")
+    last = _terminate(proc, log)
+    assert re.fullmatch(r"interrupted; re-run the same command to resume from epoch \d of 4 \(checkpoint .*\)", last)
+    assert not out.exists() and not lock_path(out).exists()
+    assert json.loads((resume_dir(out) / "state.json").read_text())["epoch"] >= 1
+
+
+def test_sigterm_during_compress_and_bench_exits_143_saying_what_to_do(run, tmp_path):
+    import shutil
+
+    from edgetl.artifacts.manifest import read_manifest
+
+    work = tmp_path / "run"
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns("artifacts", "bench", "compress", "edgetl.log"))
+    profile = tmp_path / "tflite-two-modes.toml"
+    profile.write_text(KILL_PROFILE)
+    log = tmp_path / "compress.log"
+    proc = _start(["-m", "edgetl", "compress", str(work), "--target", str(profile), "--max-accuracy-drop", "100",
+                   "--no-repair", "--verify-size", "18", "--threads", "1"], log)
+    _wait(proc, log, (work / "artifacts" / "tflite-none" / "manifest.json").is_file, "the first artifact")
+    last = _terminate(proc, log)
+    assert last == (f"interrupted; re-run the same command to resume: the artifacts already in {work}/artifacts "
+                    "are checked and reused")
+    assert not lock_path(work).exists()
+    assert not [p.name for p in (work / "artifacts").iterdir() if p.name.startswith(".")], "staging left behind"
+    read_manifest(work / "artifacts" / "tflite-none")
+
+    log = tmp_path / "bench.log"
+    proc = _start(["-m", "edgetl", "bench", str(work), "--threads", "1", "--min-time", "30", "-o",
+                   str(tmp_path / "report")], log)
+    _wait(proc, log, lambda: "latency at 1 thread(s)" in log.read_text(), "the timing")
+    assert _terminate(proc, log) == "interrupted; no report was written; re-run the same command"
+    assert not (tmp_path / "report").exists()
+
+
+def _interrupted_replacement(run: Path, where: Path, with_new: bool) -> Path:
+    """What `--overwrite` killed between its two renames leaves: RUN missing, the old version aside at
+    .RUN.old-PID and, if the new one was complete, the new version at .RUN.partial-PID (marked here by a
+    file outside the manifest, which integrity checks ignore)."""
+    import shutil
+
+    target = where / "run"
+    keep = shutil.ignore_patterns("artifacts", "bench", "compress", "edgetl.log")
+    shutil.copytree(run, where / ".run.old-4242", ignore=keep)
+    if with_new:
+        shutil.copytree(run, where / ".run.partial-4242", ignore=keep)
+        (where / ".run.partial-4242" / "marker-new").write_text("the new version")
+    return target
+
+
+def test_the_next_command_finishes_a_replacement_interrupted_mid_swap(run, tmp_path):
+    target = _interrupted_replacement(run, tmp_path, with_new=True)
+    done = run_cli("export", str(target), "--format", "tflite", "--verify-size", "8", "-o", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (f"{target}: finished a replacement that was interrupted (the new version was complete: now in place)"
+            in done.stderr)
+    assert (target / "marker-new").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "run"], "the old copy is removed"
+
+
+def test_an_interrupted_replacement_without_a_complete_new_version_restores_the_old(run, tmp_path, capsys):
+    from edgetl.artifacts.run_dir import Run
+
+    target = _interrupted_replacement(run, tmp_path, with_new=False)
+    (tmp_path / ".run.partial-4242").mkdir()  # the new version, half-written: no manifest yet
+    assert Run.open(target).labels == Run.open(run).labels
+    assert "restored the previous version after an interrupted replacement" in capsys.readouterr().err
+    assert not (target / "marker-new").exists()
+    assert not list(tmp_path.glob(".run.old-*"))

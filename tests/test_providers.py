@@ -98,7 +98,8 @@ def test_a_row_measured_on_a_gpu_provider_is_recommended_only_for_targets_that_l
     from edgetl.targets.profiles import load_profile
 
     def row(name: str, provider: str, p50: float) -> dict:
-        return {"name": name, "path": name, "provider": provider, "bytes": 1000, "skipped": None, "gate": {"passed": True},
+        return {"name": name, "path": name, "provider": provider, "bytes": 1000, "skipped": None,
+                "gate": {"passed": True},
                 "target_checks": {"x86-cpu": [], "cuda": []}, "latency": [{"threads": 1, "p50_ms": p50}]}
 
     rows = [row("m.onnx", "CPUExecutionProvider", 2.0), row("m.onnx@cuda", "CUDAExecutionProvider", 0.3)]

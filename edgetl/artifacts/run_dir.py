@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.artifacts.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_of
+from edgetl.artifacts.staging import recover_missing
 from edgetl.backbones.spec import Preprocessing
 from edgetl.data import dataset_index as dsi
 from edgetl.errors import InputError
@@ -29,6 +30,7 @@ class Run:
     @classmethod
     def open(cls, path: Path | str) -> "Run":
         path = Path(path)
+        recover_missing(path)
         if not path.is_dir():
             raise InputError(f"{path}: not a run directory (expected the -o folder of `edgetl train`)")
         manifest = read_manifest(path)  # verifies every file's sha256

@@ -85,6 +85,20 @@ class DatasetIndex:
             digest.update(os.fsencode(path) + b"\0" + str(label).encode() + b"\n")
         return digest.hexdigest()
 
+    def content_digest(self) -> str:
+        """sha256 over (path relative to the dataset, label, sha256 of the file's bytes): the same for a copy
+        of the images anywhere, whatever its modification times; any edited image changes it. Reads every file."""
+        base = self.source if self.format == "folder" else os.path.dirname(self.source)
+        digest = hashlib.sha256()
+        for path, label in sorted((p, label) for p, label in zip(self.paths, self.labels)):
+            try:
+                with open(path, "rb") as f:
+                    content = hashlib.file_digest(f, "sha256").hexdigest()
+            except OSError:
+                content = "unreadable"
+            digest.update(os.fsencode(os.path.relpath(path, base)) + b"\0" + f"{label} {content}\n".encode())
+        return digest.hexdigest()
+
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "format": self.format, "images": len(self.paths),
                 "class_counts": self.counts(),

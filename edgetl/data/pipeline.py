@@ -17,6 +17,8 @@ import re
 from typing import Any, Sequence
 
 from edgetl.backbones.spec import Preprocessing
+from edgetl.errors import InputError
+from edgetl.progress import say
 from edgetl.tf_env import keras, tf
 
 RESIZE_METHOD = "bilinear"  # no crop, no aspect preservation: what image_dataset_from_directory does
@@ -103,6 +105,22 @@ def header_problem(path: str) -> str | None:
         return (f"image too large: header claims {width}x{height} = {width * height:,} pixels, over the "
                 f"{MAX_IMAGE_PIXELS:,}-pixel limit; not decoded")
     return None
+
+
+def check_images(paths: Sequence[str], on_bad_image: str = "skip") -> dict[str, str]:
+    """The image check every command that reads a user's images runs (train, bench --data): each file's
+    header, then one decode. Returns {path: reason} of the bad ones, each listed on stderr as skipped;
+    with on_bad_image="fail", raises InputError naming up to five of them instead."""
+    say(f"checking {len(paths)} images ...")
+    bad = find_unreadable(paths)
+    if bad and on_bad_image == "fail":
+        listed = "; ".join(f"{p}: {r}" for p, r in sorted(bad.items())[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise InputError(f"{len(bad)} unreadable image(s): {listed}{more}; fix or remove them, "
+                         "or pass --on-bad-image skip")
+    for path, reason in sorted(bad.items()):
+        say(f"skipped {path}: {reason}")
+    return bad
 
 
 def find_unreadable(paths: Sequence[str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgetl.artifacts.manifest import MANIFEST_NAME, now_utc, read_manifest, write_bytes_atomic
 from edgetl.artifacts.run_dir import Run, load_images
+from edgetl.artifacts.staging import recover_missing
 from edgetl.backbones.spec import Preprocessing
 from edgetl.data import dataset_index as dsi
 from edgetl.errors import CheckFailedError, InputError, UsageError
@@ -88,6 +89,7 @@ def collect(paths: list[str], options: BenchOptions) -> list[Entry]:
     entries: list[Entry] = []
     for raw in paths:
         path = Path(raw)
+        recover_missing(path)  # an interrupted --overwrite may have left it aside
         if path.is_dir():
             manifest = read_manifest(path)  # integrity first: a tampered artifact is never measured
             if manifest.kind == "run":
@@ -162,8 +164,10 @@ def _labels_and_normalization(info: dict[str, Any]) -> tuple[list[str], list[flo
     return labels, contract.get("mean"), contract.get("std")
 
 
-def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[str], np.ndarray, list[str], Run | None]:
-    """Image paths, labels and class names to evaluate on, and the run whose Keras model is the reference."""
+def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[dsi.DatasetIndex, np.ndarray, list[str],
+                                                                          Run | None]:
+    """The images to evaluate on (an index whose `skipped` lists what was left out), their labels, the class
+    names, and the run whose Keras model is the reference."""
     runs = {str(e.run.path.resolve()): e.run for e in entries if e.run is not None}
     run = next(iter(runs.values())) if len(runs) == 1 else None
     classes = entries[0].labels
@@ -171,14 +175,28 @@ def _evaluation_data(entries: list[Entry], options: BenchOptions) -> tuple[list[
         raise UsageError("the models have different labels; bench models of one task together")
     tasks = multitask_bench.bench_tasks(entries, options.data)
     if options.data:
-        index = dsi.index_folder(options.data, classes=tuple(classes))
+        index = _readable_folder(options.data, tuple(classes))
     elif run is not None:
         index = run.splits[1]
     else:
         raise UsageError("--data DIR is needed (a folder with one sub-folder per class): "
                          "no single training run to take the validation split from")
     labels = multitask_bench.label_array(index) if tasks else np.asarray(index.labels)
-    return list(index.paths), labels, classes, run
+    return index, labels, classes, run
+
+
+def _readable_folder(folder: Path, classes: tuple[str, ...]) -> dsi.DatasetIndex:
+    """--data's images, checked as training checks its own: what cannot be read is skipped and listed."""
+    from edgetl.data.pipeline import check_images
+
+    index = dsi.index_folder(folder, classes=classes)
+    for entry in index.skipped:
+        say(f"skipped {entry.path}: {entry.reason}")
+    index = index.without(check_images(index.paths))
+    if not index.paths:
+        raise InputError(f"--data {folder}: no readable images in the class folders ({', '.join(classes)}); "
+                         f"{len(index.skipped)} file(s) skipped")
+    return index
 
 
 def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
@@ -191,7 +209,8 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
         raise UsageError("; ".join(problems))
     profiles = [load_profile(name) for name in options.targets]
     entries = collect(paths, options)
-    image_paths, labels, classes, run = _evaluation_data(entries, options)
+    index, labels, classes, run = _evaluation_data(entries, options)
+    image_paths = list(index.paths)
     say(f"bench: {len(entries)} model(s) on {len(image_paths)} labelled images")
     cache: dict[tuple[int, Preprocessing], np.ndarray] = {}
 
@@ -224,6 +243,8 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
                            "xnnpack": options.xnnpack, "ort_optimization": options.ort_optimization,
                            "data": str(options.data) if options.data else (f"{run.path} validation split" if run else None),
                            "images": len(image_paths), "targets": list(options.targets),
+                           "skipped": [{"path": e.path, "reason": e.reason} for e in index.skipped]
+                           if options.data else [],
                            "gate": {"max_accuracy_drop": options.max_accuracy_drop,
                                     "min_agreement": options.min_agreement}},
               "reference": reference_info, "artifacts": report_entries}

@@ -53,8 +53,13 @@ def _summary(report: dict[str, Any]) -> list[tuple[str, str]]:
         gate.get("max_accuracy_drop") is not None and f"accuracy drop ≤ {gate['max_accuracy_drop']} pts vs "
         f"{reference.get('name', 'the reference')} ({percent_text(reference.get('accuracy'))})",
         gate.get("min_agreement") is not None and f"top-1 agreement ≥ {percent_text(gate['min_agreement'])}"], ", ")
-    return [("Created", str(report.get("created") or "—")), ("Machine", about_machine),
-            ("Settings", about_settings), ("Gate", about_gate or "none")]
+    lines = [("Created", str(report.get("created") or "—")), ("Machine", about_machine),
+             ("Settings", about_settings), ("Gate", about_gate or "none")]
+    skipped = settings.get("skipped") or []
+    if skipped:
+        shown = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        lines.append(("Skipped images", f"{len(skipped)}: {shown}" + (" …" if len(skipped) > 5 else "")))
+    return lines
 
 
 def _target_problems(report: dict[str, Any]) -> list[str]:

@@ -116,40 +116,53 @@ class Distribution:
             doc["note"] = self.note
         return doc
 
-    def identity(self, identity: dict[str, Any], paths: list[str]) -> dict[str, Any]:
-        """A checkpoint identity every worker computes alike: file sizes, not modification times (which
-        differ between copies of the data on different machines)."""
+    def identity(self, identity: dict[str, Any], train: Any, val: Any) -> dict[str, Any]:
+        """A checkpoint identity every worker computes alike from its own copy of the data: where the images
+        live (--data, --val-dir) and their modification times differ between machines, so the splits and the
+        images' content stand for them (read once per worker, for a multi-worker run only)."""
         if self.cluster is None:
             return identity
-        digest = hashlib.sha256()
-        for path in sorted(paths):
-            try:
-                size = str(os.stat(path).st_size)
-            except OSError:
-                size = "missing"
-            digest.update(os.fsencode(path) + b"\0" + size.encode() + b"\n")
-        return identity | {"data_stamp": "sizes:" + digest.hexdigest()}
+        options = {k: v for k, v in identity["options"].items() if k not in ("data", "val_dir")}
+        content = hashlib.sha256((train.content_digest() + val.content_digest()).encode()).hexdigest()
+        return identity | {"options": options, "data_stamp": "content:" + content}
 
     def checkpoint_store(self, directory: Path, identity: dict[str, Any]) -> Any:
         from edgetl.artifacts.resume import CheckpointStore
 
         return CheckpointStore(directory, identity) if self.is_chief else ReadOnlyCheckpointStore(directory, identity)
 
-    def check_agreement(self, key: str, epoch: int) -> None:
-        """Every worker must resume from the same checkpoint of the same training, or none: compared by a
-        collective sum (a small all-reduce) right after loading it."""
+    def check_agreement(self, identity: dict[str, Any], epoch: int) -> None:
+        """Every worker must run the same training from the same checkpoint, or none: each field of the
+        identity is compared by a collective all-gather of its digest right after the checkpoint is loaded,
+        and the fields that differ are gathered again as text, so the refusal names them with each worker's value."""
         if self.cluster is None or self.workers < 2:
             return
+        fields = agreement_fields(identity, epoch)
+        names = list(fields)
+        digests = self._gather([float(int(hashlib.sha256(v.encode()).hexdigest()[:4], 16)) for v in fields.values()])
+        differing = [i for i in range(len(names)) if len({row[i] for row in digests}) > 1]
+        if not differing:
+            return
+        width = 60
+        texts = [fields[names[i]].encode()[:width].ljust(width, b"\0") for i in differing]
+        gathered = self._gather([float(b) for text in texts for b in text])
+        described = []
+        for n, i in enumerate(differing):
+            values = [bytes(int(b) for b in row[n * width:(n + 1) * width]).rstrip(b"\0").decode(errors="replace")
+                      for row in gathered]
+            described.append(f"{names[i]} ({'; '.join(f'worker {w}: {v}' for w, v in enumerate(values))})")
+        raise UsageError(f"--distribute multi-worker: the workers disagree about {', '.join(described)}. Run the "
+                         "same command on every worker (the images may live at another path on each), with -o on "
+                         "storage every worker reads")
+
+    def _gather(self, values: list[float]) -> list[list[float]]:
+        """Each worker's `values` (exact in float32: integers below 2**24), in worker order."""
         from edgetl.tf_env import tf
 
         t = tf()
-        mine = [float(int(key[:4], 16)), float(epoch)]  # exact in float32, summed over <= 256 replicas
-        total = self.strategy.reduce("SUM", self.strategy.run(lambda: t.constant(mine, t.float32)), axis=None)
-        if [float(v) for v in total.numpy()] != [v * self.replicas for v in mine]:
-            raise UsageError(
-                "--distribute multi-worker: the workers disagree about the training (options, data or the "
-                f"checkpoint to resume from; this worker: epoch {epoch}, checkpoint key {key[:12]}). Run the same "
-                "command with the same data on every worker, with -o on storage every worker reads")
+        gathered = self.strategy.gather(self.strategy.run(lambda: t.constant([values], t.float32)), axis=0).numpy()
+        per_worker = self.replicas // self.workers
+        return [[float(v) for v in gathered[w * per_worker]] for w in range(self.workers)]
 
     def lost_worker(self, exc: BaseException) -> WorkerLostError | None:
         """The error to raise when TensorFlow reports that a peer is gone, or None for other errors."""
@@ -166,6 +179,18 @@ class Distribution:
             f"--distribute multi-worker: lost contact with another worker ({type(exc).__name__}: {first}). "
             f"The run was not written. Re-run the same command on every worker: training resumes from the chief's "
             f"last completed epoch")
+
+
+def agreement_fields(identity: dict[str, Any], epoch: int) -> dict[str, str]:
+    """What every worker must agree on, by the name a user knows it by, as short text."""
+    fields = {("-o" if name == "output" else "--" + name.replace("_", "-")): json.dumps(value, default=str)
+              for name, value in sorted(identity["options"].items())}
+    fields["the starting weights"] = json.dumps(identity["source"], sort_keys=True, default=str)
+    fields["the training split"] = "sha256 " + identity["train_fingerprint"][:12]
+    fields["the validation split"] = "sha256 " + identity["val_fingerprint"][:12]
+    fields["the images' content"] = identity["data_stamp"][:20]
+    fields["the checkpoint to resume from"] = f"epoch {epoch}" if epoch else "none found"
+    return fields
 
 
 SINGLE_PROCESS = Distribution()  # `--distribute none`: no strategy, this process writes

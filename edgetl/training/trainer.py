@@ -27,7 +27,7 @@ from edgetl.artifacts.resume import data_stamp, resume_dir
 from edgetl.artifacts.staging import staged_directory
 from edgetl.backbones import get_backbone, imagenet_provenance
 from edgetl.data import dataset_index as dsi
-from edgetl.data.pipeline import RESIZE_METHOD, find_unreadable, make_dataset
+from edgetl.data.pipeline import RESIZE_METHOD, check_images, make_dataset
 from edgetl.errors import InputError, Interrupted, ResourceError, UsageError
 from edgetl.network.model import (LABELS_FILE, MODEL_FILE, backbone_layers, build_classifier, copy_matching_weights,
                                   load_model, load_weights_file)
@@ -103,10 +103,10 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
     if config.fine_tune_epochs is None:
         config = dataclasses.replace(config, fine_tune_epochs=config.default_fine_tune_epochs(len(train_index.paths)))
     total = config.epochs + config.fine_tune_epochs
-    store = dist.checkpoint_store(resume_dir(config.output), dist.identity(
-        _identity(config, source, train_index, val_index), list(train_index.paths) + list(val_index.paths)))
+    identity = dist.identity(_identity(config, source, train_index, val_index), train_index, val_index)
+    store = dist.checkpoint_store(resume_dir(config.output), identity)
     resumed = store.load()
-    dist.check_agreement(store.key, resumed.epoch if resumed else 0)
+    dist.check_agreement(identity, resumed.epoch if resumed else 0)
     # Workers must take the same checkpoint steps (reading weights can be a collective): no skipping there.
     progress = Progress(store, total, throttle=dist.workers == 1)
     if resumed:
@@ -233,15 +233,7 @@ def _load_data(config: TrainConfig) -> tuple[dsi.DatasetIndex, dsi.DatasetIndex,
     val_full = dsi.index_folder(config.val_dir, classes=full.classes) if config.val_dir else None
     for entry in full.skipped + (val_full.skipped if val_full else ()):
         say(f"skipped {entry.path}: {entry.reason}")
-    say(f"checking {len(full.paths) + (len(val_full.paths) if val_full else 0)} images ...")
-    bad = find_unreadable(full.paths + (val_full.paths if val_full else ()))
-    if bad and config.on_bad_image == "fail":
-        listed = "; ".join(f"{p}: {r}" for p, r in sorted(bad.items())[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise InputError(f"{len(bad)} unreadable image(s): {listed}{more}; fix or remove them, "
-                         f"or pass --on-bad-image skip")
-    for path, reason in sorted(bad.items()):
-        say(f"skipped {path}: {reason}")
+    bad = check_images(full.paths + (val_full.paths if val_full else ()), config.on_bad_image)
     train_paths = set(full.paths)
     full = full.without({p: r for p, r in bad.items() if p in train_paths})
     dsi.check_trainable(full)

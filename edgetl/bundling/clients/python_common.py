@@ -162,7 +162,8 @@ def main(runtime_class, argv=None):
                                                  f"({runtime_class.name}), preprocessed exactly as in training.")
     parser.add_argument("images", nargs="*", help="image files (PNG, JPEG, BMP, GIF)")
     parser.add_argument("--top-k", type=int, default=3, help="labels to print per image [3]")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads [model.json's runtime_settings.threads: what edgetl measured "
+    parser.add_argument("--threads", type=int, default=None,
+                        help="inference threads [model.json's runtime_settings.threads: what edgetl measured "
                              "fastest, else the runtime default]")
     parser.add_argument("--selftest", action="store_true",
                         help="run every test vector and compare with test_vectors/expected.json; exit 1 on a mismatch")
