@@ -1,7 +1,8 @@
 """Runtimes that execute exported models (installed as `edgetl.targets`).
 
-Each runtime is one module with a Session class (targets/base.py); `open_session` picks it by file
-type. Device profiles live in profiles/*.toml (profiles.py), with checks.py and memory.py.
+Each runtime is one module with a Session class (targets/base.py) and one line in RUNTIMES;
+`open_session` picks it by file type, or by name (`tflm`: a .tflite file in TensorFlow Lite Micro).
+Device profiles live in profiles/*.toml (profiles.py), with checks.py and memory.py.
 """
 
 from __future__ import annotations
@@ -12,23 +13,29 @@ from typing import Any
 from edgetl.errors import InputError
 
 
-SESSIONS = {  # file suffix -> "module:Class"; adding a runtime is one module and one line here
-    ".tflite": "edgetl.targets.litert:LiteRTSession",
-    ".onnx": "edgetl.targets.ort:OnnxRuntimeSession",
-    ".keras": "edgetl.targets.keras_ref:KerasSession",
+RUNTIMES = {  # runtime -> (file suffix, "module:Class"); adding a runtime is one module and one line here
+    "litert": (".tflite", "edgetl.targets.litert:LiteRTSession"),
+    "onnxruntime": (".onnx", "edgetl.targets.ort:OnnxRuntimeSession"),
+    "keras": (".keras", "edgetl.targets.keras_ref:KerasSession"),
+    "tflm": (".tflite", "edgetl.targets.tflm:TFLMSession"),  # TensorFlow Lite Micro, for microcontrollers
 }
+DEFAULT_RUNTIME = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
 
 
-def open_session(path: Path, **options: Any) -> Any:
-    """Open a model file in its runtime: .tflite in LiteRT, .onnx in ONNX Runtime, .keras in tf_keras."""
+def open_session(path: Path, runtime: str | None = None, **options: Any) -> Any:
+    """Open a model file in a runtime: by default .tflite in LiteRT, .onnx in ONNX Runtime, .keras in
+    tf_keras; `runtime="tflm"` runs a .tflite file in TensorFlow Lite Micro."""
     import importlib
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    if path.suffix not in SESSIONS:
-        raise InputError(f"{path}: unknown model type; expected {', '.join(SESSIONS)}")
-    module, name = SESSIONS[path.suffix].split(":")
+    if path.suffix not in DEFAULT_RUNTIME:
+        raise InputError(f"{path}: unknown model type; expected {', '.join(DEFAULT_RUNTIME)}")
+    suffix, where = RUNTIMES[runtime or DEFAULT_RUNTIME[path.suffix]]
+    if suffix != path.suffix:
+        raise InputError(f"{path}: {runtime} runs {suffix} files")
+    module, name = where.split(":")
     return getattr(importlib.import_module(module), name)(path, **options)
 
 
@@ -52,5 +59,8 @@ def runtime_availability() -> dict[str, dict[str, Any]]:
             found[f"onnxruntime:{provider}"] = {"unavailable": reason}
     except ImportError as exc:
         found["onnxruntime"] = {"unavailable": f"onnxruntime is not installed ({exc}); pip install onnxruntime"}
+    from edgetl.targets.tflm import unavailable_reason
+
+    found["tflm"] = {"unavailable": unavailable_reason()}
     return found
 

@@ -29,23 +29,32 @@ INDEX_DTYPES = {"int32", "int64", "bool"}  # shape/axis/argmax values, not quant
 NAMED = 5  # how many offending tensors a message names
 
 
-def check_artifact(profile: TargetProfile, info: dict[str, Any], peak_ram: dict[str, Any] | None = None) -> list[str]:
+def check_artifact(profile: TargetProfile, info: dict[str, Any], peak_ram: dict[str, Any] | None = None,
+                   tflm: dict[str, Any] | None = None) -> list[str]:
     """Problems running the inspected file `info` on `profile`'s target; [] = it fits.
 
     `peak_ram` is `memory.estimate_peak_ram(info)`; it is computed here when the profile has a RAM
-    budget and none is given.
+    budget and none is given. `tflm` is `tflm.facts(path)` for a TensorFlow Lite Micro profile when
+    TFLM is installed: then a kernel TFLM lacks is a problem, and the RAM budget is held against the
+    arena TFLM really needs instead of the estimate.
     """
     if info["format"] not in profile.formats:  # the op and dtype rules below are for the profile's formats
         return [f"format {info['format']} is not one {profile.name} runs (it takes {', '.join(profile.formats)}); "
                 "other checks skipped"]
-    problems = _check_ops(profile, info)
+    tflm = tflm if profile.runtime == "tflm" else None
+    problems = [tflm["load_problem"]] if tflm and tflm["load_problem"] else []
+    problems += _check_ops(profile, info)
     problems += _check_io(profile, info)
     if profile.int8_required:
         problems += _check_int8(profile, info)
     if profile.max_model_bytes is not None and info["bytes"] > profile.max_model_bytes:
         problems.append(f"model file is {info['bytes']:,} bytes, over {profile.name}'s limit of "
                         f"{profile.max_model_bytes:,} bytes")
-    if profile.max_ram_bytes is not None:
+    if profile.max_ram_bytes is not None and tflm and tflm["arena_bytes"]:
+        if tflm["arena_bytes"] > profile.max_ram_bytes:
+            problems.append(f"TFLM's tensor arena is {tflm['arena_bytes']:,} bytes (measured: the smallest it "
+                            f"allocates in), over {profile.name}'s budget of {profile.max_ram_bytes:,} bytes")
+    elif profile.max_ram_bytes is not None:
         problems += _check_ram(profile, info, peak_ram or estimate_peak_ram(info))
     return problems
 
@@ -106,6 +115,8 @@ def _check_ram(profile: TargetProfile, info: dict[str, Any], peak_ram: dict[str,
     where = f"at op #{peak_ram['peak_op_index']} {peak_ram.get('peak_op') or ''}".rstrip()
     if profile.weights_in_flash:  # TFLite Micro: weights execute from flash, RAM holds the tensor arena
         used, what = peak_ram["peak_activation_bytes"], f"estimated peak activation RAM {where}"
+        if profile.runtime == "tflm":
+            what += " (an estimate: TFLM is not installed to measure its arena)"
     else:
         used = peak_ram["peak_ram_bytes"]
         what = (f"estimated peak RAM (weights {peak_ram['weights_bytes']:,} + activations "

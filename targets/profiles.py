@@ -26,7 +26,7 @@ from edgetl.errors import InputError
 SCHEMA_VERSION = 1  # the newest profile schema this code reads
 
 # Each runtime executes one file format; a profile's runtime is the one for its preferred format.
-RUNTIME_FORMAT = {"litert": "tflite", "onnxruntime": "onnx"}
+RUNTIME_FORMAT = {"litert": "tflite", "onnxruntime": "onnx", "tflm": "tflite"}
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 DELEGATES = ("xnnpack", "gpu", "edgetpu", "nnapi", "coreml", "hexagon")
@@ -39,7 +39,7 @@ class TargetProfile:
 
     name: str
     description: str
-    runtime: str  # "litert" | "onnxruntime": the runtime for formats[0]
+    runtime: str  # "litert" | "onnxruntime" | "tflm": the runtime for formats[0]
     formats: tuple[str, ...]  # preference order
     quantization: tuple[str, ...]  # preference order
     threads: int

@@ -103,6 +103,20 @@ def smallest_arena(path: Path, estimate: int | None = None) -> int:
     return fits
 
 
+def facts(path: Path, estimate: int | None = None) -> dict[str, Any]:
+    """What a microcontroller target needs to know about a file, from TFLM itself: why it cannot load
+    (None: it loads) and the smallest arena it allocates in (None when it cannot load)."""
+    stat = Path(path).stat()
+    return dict(_facts(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, estimate))
+
+
+@functools.lru_cache(maxsize=64)
+def _facts(path: str, mtime_ns: int, size: int, estimate: int | None) -> tuple[tuple[str, Any], ...]:
+    problem = load_problem(Path(path))
+    arena = None if problem else smallest_arena(Path(path), estimate)
+    return (("load_problem", problem), ("arena_bytes", arena), ("measured_by", "tflite-micro on this host"))
+
+
 def _info(detail: dict[str, Any], name: str) -> TensorInfo:
     parameters = detail.get("quantization_parameters") or {}
     scales, zero_points = list(parameters.get("scales", [])), list(parameters.get("zero_points", []))

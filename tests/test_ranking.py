@@ -123,7 +123,8 @@ def test_one_file_timed_side_by_side_with_itself_is_a_tie(run, exported):
     """The real re-timer (a fresh process, sessions taking turns): the same file twice measures within noise,
     and another file's row comes back in the order asked."""
     from edgetl.artifacts.run_dir import Run
-    from edgetl.runner.bench import BenchOptions, collect, side_by_side_retimer
+    from edgetl.runner.bench import BenchOptions, collect
+    from edgetl.runner.workers import side_by_side_retimer
 
     folders = [str(run / "artifacts" / "tflite-int8"), str(run / "artifacts" / "onnx-none")]
     options = BenchOptions(min_seconds=0.3)
@@ -146,7 +147,8 @@ def test_the_demo_models_recommendation_is_the_same_three_times(monkeypatch):
     import os
 
     from edgetl.artifacts.run_dir import Run
-    from edgetl.runner.bench import BenchOptions, collect, side_by_side_retimer
+    from edgetl.runner.bench import BenchOptions, collect
+    from edgetl.runner.workers import side_by_side_retimer
 
     report_path = DEMO_RUN / "compress" / "report.json"
     if not report_path.is_file():

@@ -98,6 +98,8 @@ def make_bundle(artifact: str | Path, directory: str | Path, **options: Any) -> 
             "model_file": kind["model_file"], "computed_by": expected["computed_by"], "tolerance": tolerance,
             "vectors": expected["vectors"]})
         written = _write_clients(staging, kind, clients)
+        if kind["format"] == "tflite" and spec["input"]["dtype"] == "int8" and spec["output"]["dtype"] == "int8":
+            written += _write_firmware_sources(staging, kind, spec, run, folder)
         selftest = _selftest(staging, clients["python"][0], target) if bundle_options.selftest else None
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         bundle_section = {
@@ -200,6 +202,36 @@ def _write_clients(staging: Path, kind: dict[str, Any], clients: dict[str, Any])
     readme = _only_format(source.joinpath("README.md").read_text(encoding="utf-8"), kind["format"])
     (staging / "README.md").write_text(_fill(readme, values), encoding="utf-8")
     return [python_name, *clients["files"], "README.md"]
+
+
+def _write_firmware_sources(staging: Path, kind: dict[str, Any], spec: dict[str, Any], run: Any,
+                            folder: Path) -> list[str]:
+    """A full-int8 .tflite file (the microcontroller targets'): the model as C++ source for TensorFlow Lite
+    Micro firmware, in tflm/ (edgetl/bundling/c_source.py)."""
+    from edgetl.artifacts.inspection import inspect_model
+    from edgetl.bundling.c_source import write_c_sources
+    from edgetl.progress import say
+    from edgetl.targets import tflm
+    from edgetl.targets.memory import estimate_peak_ram
+    from edgetl.version import __version__
+
+    model = staging / kind["model_file"]
+    info = inspect_model(model)
+    arena = None
+    if tflm.unavailable_reason() is None:
+        facts = tflm.facts(model, estimate_peak_ram(info)["peak_activation_bytes"])
+        arena = facts["arena_bytes"]
+        if facts["load_problem"]:
+            say(f"warning: {folder}: {facts['load_problem']}; tflm/main.cc will not run as written")
+    (staging / "tflm").mkdir()
+    contract = {"version": __version__, "source": f"{kind['variant']} ({folder.resolve()})", "image_size": run.image_size,
+                "labels": list(run.labels), "mean": list(run.preprocessing.mean), "std": list(run.preprocessing.std),
+                "input_scale": spec["input"]["quantization"]["scale"],
+                "input_zero_point": spec["input"]["quantization"]["zero_point"],
+                "output_scale": spec["output"]["quantization"]["scale"],
+                "output_zero_point": spec["output"]["quantization"]["zero_point"],
+                "ops": sorted(info["op_histogram"]), "arena_bytes": arena}
+    return [f"tflm/{name}" for name in write_c_sources(staging / "tflm", model.read_bytes(), contract)]
 
 
 def _doc_values(staging: Path) -> dict[str, str]:

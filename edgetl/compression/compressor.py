@@ -31,8 +31,10 @@ from edgetl.compression.recipe import Recipe
 from edgetl.converters.base import ExportOptions
 from edgetl.errors import CheckFailedError, EdgetlError, UsageError
 from edgetl.progress import say
-from edgetl.runner.bench import BenchOptions, collect, pareto, run_bench, side_by_side_retimer, write_reports
-from edgetl.runner.ranking import recommend
+from edgetl.runner.bench import BenchOptions, collect, pareto, run_bench, write_reports
+from edgetl.runner.ranking import recommend, runs_on
+from edgetl.runner.workers import side_by_side_retimer
+from edgetl.targets.profiles import load_profile
 
 MODE_RECIPES = {"none": "float", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}
 DEFAULT_MAX_DROP = 0.5  # points: the bar edgetl aims at
@@ -80,7 +82,6 @@ class Candidate:
 
 
 def run_compress(run_path: str | Path, options: CompressOptions, dist: Any = None) -> dict[str, Any]:
-    from edgetl.targets.profiles import load_profile
     from edgetl.training import distribute
 
     problems = options.problems()
@@ -114,7 +115,8 @@ def run_compress(run_path: str | Path, options: CompressOptions, dist: Any = Non
     report["pareto"] = pareto(report["artifacts"])  # the ladder's artifacts included
     _add_sizes(report)
     recommendation = report["recommendations"][profile.name]
-    report["compress"] = {"target": profile.name, "max_accuracy_drop": options.max_accuracy_drop,
+    report["compress"] = {"target": profile.name, "profile": profile.source,
+                          "max_accuracy_drop": options.max_accuracy_drop,
                           "candidates": [c.to_json() for c in candidates + builder.extra],
                           "repair": attempts, "sensitivity": builder.sensitivity[:10],
                           "recommended": _recommended(recommendation, report)}
@@ -132,10 +134,49 @@ def raise_if_nothing_recommended(report: dict[str, Any]) -> None:
         return
     usable = [a for a in report["artifacts"] if not a["skipped"] and not a["target_checks"].get(compress["target"])]
     best = max(usable, key=lambda a: a["parity"]["accuracy_delta_pts"], default=None)
-    found = (f"best found: {best['name']} with an accuracy drop of {-best['parity']['accuracy_delta_pts']:.2f} pts"
-             if best else "no candidate passes the target's checks")
+    if best is None:
+        raise CheckFailedError(f"{_closest_fit(report, load_profile(compress['profile']))} "
+                               f"(report in {report['report_dir']}/)")
     raise CheckFailedError(f"no artifact meets --max-accuracy-drop {compress['max_accuracy_drop']} on "
-                           f"{compress['target']}: {found} (report in {report['report_dir']}/)")
+                           f"{compress['target']}: best found: {best['name']} with an accuracy drop of "
+                           f"{-best['parity']['accuracy_delta_pts']:.2f} pts (report in {report['report_dir']}/)")
+
+
+def _closest_fit(report: dict[str, Any], profile: Any) -> str:
+    """Nothing passes the target's checks: how far the closest file is from the flash and RAM budgets, and
+    which knob would help."""
+    measured = [a for a in report["artifacts"] if not a["skipped"] and runs_on(a, profile, report["artifacts"])]
+    if not measured:
+        return "no candidate could be measured"
+
+    def ram(artifact: dict[str, Any]) -> tuple[int, str]:
+        facts = artifact.get("tflm") or {}
+        if facts.get("arena_bytes"):
+            return facts["arena_bytes"], "TFLM's tensor arena (measured)"
+        estimate = artifact.get("peak_ram_estimate") or {}
+        if profile.weights_in_flash:
+            return estimate.get("peak_activation_bytes", 0), "the estimated activation RAM"
+        return estimate.get("peak_ram_bytes", 0), "the estimated peak RAM"
+
+    over = []
+    for artifact in measured:
+        flash = max(0, artifact["bytes"] - (profile.max_model_bytes or artifact["bytes"]))
+        memory, what = ram(artifact)
+        over.append((flash + max(0, memory - (profile.max_ram_bytes or memory)), artifact, flash, memory, what))
+    excess, closest, flash, memory, what = min(over, key=lambda o: o[0])
+    if not excess:
+        problems = closest["target_checks"].get(profile.name) or ["its target checks"]
+        return f"no artifact passes the checks of {profile.name}: closest {closest['name']}: {problems[0]}"
+    parts = []
+    if flash:
+        parts.append(f"{closest['bytes']:,} bytes of flash, {flash:,} over the {profile.max_model_bytes:,} budget "
+                     "(a smaller --alpha, or --recipe prune:sparsity=0.5+qat, whose zeros compress in flash)")
+    if memory > (profile.max_ram_bytes or memory):
+        parts.append(f"{what} of {memory:,} bytes, {memory - profile.max_ram_bytes:,} over the "
+                     f"{profile.max_ram_bytes:,} budget (activations scale with the pixels: a smaller --image-size, "
+                     "e.g. 96 -> 64 px needs about 0.44x, or a smaller --alpha)")
+    return (f"no artifact fits {profile.name}: the closest, {closest['name']}, needs " + "; and ".join(parts)
+            + ". Retrain with those options and compress again")
 
 
 def default_recipes(profile: Any) -> list[Recipe]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgetl.runner.report_facts import tflm_memory
+
 SPARSITY_NOTE = ("Pruning and clustering pay in the gzip column (zeros and repeated values compress); "
                  "LiteRT's int8 kernels and ONNX Runtime's CPU provider skip no zeros, so compare their "
                  "latency with the dense file's in the table rather than expect a speed-up.")
@@ -27,7 +29,8 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         problems = entry["gate"]["reasons"] + list(entry["target_checks"].get(target, []))
         verdict = "RECOMMENDED" if entry["name"] == recommended else ("ok" if not problems else _short(problems[0]))
         ratio = entry.get("bytes_vs_float")
-        rows.append([entry["name"], _short(recipes.get(entry["name"], "")), f"{entry['bytes']:,}", f"{entry['gzip_bytes']:,}",
+        recipe = recipes.get(entry["name"].split("@")[0], "")  # a GPU provider's or TFLM's row: its file's recipe
+        rows.append([entry["name"], _short(recipe), f"{entry['bytes']:,}", f"{entry['gzip_bytes']:,}",
                      f"{ratio:.2f}x" if ratio else "", f"{entry['parity']['accuracy']:.4f}",
                      f"{-entry['parity']['accuracy_delta_pts'] + 0.0:.2f}",
                      " / ".join(f"{p50[n]:.3f}" if n in p50 else "-" for n in threads), verdict])
@@ -47,6 +50,7 @@ def render_text(report: dict[str, Any]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in [header] + rows]
     compress = report["compress"]
+    lines += [f"TFLM: {line}" for line in tflm_memory(report)]
     for attempt in compress["repair"]:
         lines.append("repair: " + _attempt_text(attempt))
     best = compress["recommended"]
@@ -57,7 +61,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"  why: {best['reason']}")
         lines.append(f"  {best['thread_advice']}")
     else:
-        lines.append(f"no artifact meets the budget of {compress['max_accuracy_drop']} pts on {compress['target']}")
+        lines.append(f"no artifact meets both the budget of {compress['max_accuracy_drop']} pts and the checks of "
+                     f"{compress['target']}")
     lines.append(f"report: {report['report_dir']}/report.md")
     return "\n".join(lines)
 

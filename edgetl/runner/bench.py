@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,8 @@ from edgetl.errors import CheckFailedError, InputError, UsageError
 from edgetl.network.model import MODEL_FILE
 from edgetl.progress import say
 from edgetl.runner import multitask_bench
-from edgetl.runner.ranking import Retimer, recommend
+from edgetl.runner.ranking import recommend
+from edgetl.runner.workers import session_options, side_by_side_retimer, time_in_worker
 
 RUNTIME_OF_FORMAT = {".tflite": "litert", ".onnx": "onnxruntime"}
 
@@ -236,6 +235,9 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
             for provider in _gpu_providers(entry, options, profiles):
                 report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
                                                    profiles, Path(scratch), availability, provider))
+            if entry.path.suffix == ".tflite" and any(p.runtime == "tflm" for p in profiles):
+                report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
+                                                   profiles, Path(scratch), availability, runtime="tflm"))
     report = {"schema": "edgetl.report", "schema_version": 1, "created": now_utc(), "machine": machine_info(),
               "runtimes": availability,
               "settings": {"threads": list(options.threads), "warmup": options.warmup, "min_runs": options.min_runs,
@@ -283,7 +285,9 @@ def _gpu_providers(entry: Entry, options: BenchOptions, profiles: list[Any]) -> 
 
 def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: list[str],
                  reference: np.ndarray | None, options: BenchOptions, profiles: list[Any], scratch: Path,
-                 availability: dict[str, Any], provider: str | None = None) -> dict[str, Any]:
+                 availability: dict[str, Any], provider: str | None = None,
+                 runtime: str | None = None) -> dict[str, Any]:
+    """One row of the report: a file in one runtime (its default; a GPU provider of ONNX Runtime; TFLM)."""
     from edgetl.artifacts.inspection import float_op_count, inspect_model
     from edgetl.runner.parity import gate
     from edgetl.targets import open_session
@@ -291,8 +295,9 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
     from edgetl.targets.memory import estimate_peak_ram
     from edgetl.targets.ort import SHORT_NAMES, ProviderUnavailableError
 
-    runtime = RUNTIME_OF_FORMAT[entry.path.suffix]
-    name = f"{entry.name}@{SHORT_NAMES[provider]}" if provider else entry.name
+    runtime = runtime or RUNTIME_OF_FORMAT[entry.path.suffix]
+    name = f"{entry.name}@{SHORT_NAMES[provider]}" if provider else (f"{entry.name}@tflm" if runtime == "tflm"
+                                                                      else entry.name)
     base = {"name": name, "path": str(entry.path), "format": entry.path.suffix[1:], "quantize": entry.quantize,
             "runtime": runtime, "bytes": entry.path.stat().st_size, "parity": None, "latency": None,
             "throughput": None, "peak_rss_bytes": None, "target_checks": {}, "gate": None, "skipped": None}
@@ -304,73 +309,39 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
         return base | {"skipped": reason}
     say(f"  {name}: parity on {len(images)} images")
     try:
-        session = open_session(entry.path, **_session_options(entry.path, options, provider))
+        session = open_session(entry.path, **session_options(entry.path, options, provider, runtime))
     except ProviderUnavailableError as exc:  # the provider's libraries did not load: ORT fell back to the CPU
         return base | {"skipped": str(exc)}
     probabilities = multitask_bench.predict(session, images, entry.tasks, chunk=32)
     result = multitask_bench.parity_of(probabilities, labels, classes, reference, entry.tasks)  # per task for multi-task
     info = inspect_model(entry.path)
     peak = estimate_peak_ram(info)
-    say(f"  {name}: latency at {', '.join(map(str, options.threads))} thread(s)")
-    timing = _time_in_worker(entry.path, images, options, scratch, provider)
+    tflm = _tflm_facts(entry, peak, profiles, availability, announce=runtime == "tflm")
+    if runtime == "tflm":  # one thread, one image at a time: as on the device
+        options = dataclasses.replace(options, threads=(1,), throughput_batch=1)
+    say(f"  {name}: latency at {', '.join(map(str, options.threads))} thread(s)"
+        + (" (TFLM's reference kernels on this host, not device time)" if runtime == "tflm" else ""))
+    timing = time_in_worker(entry.path, images, options, scratch, provider, runtime)
     return base | {"parity": result, "latency": timing["latency"], "throughput": timing["throughput"],
                    "peak_rss_bytes": timing["peak_rss_bytes"], "peak_ram_estimate": peak,
-                   "float_ops": float_op_count(info),
-                   "target_checks": {p.name: check_artifact(p, info, peak) for p in profiles},
+                   "float_ops": float_op_count(info), **({"tflm": tflm} if tflm else {}),
+                   "target_checks": {p.name: check_artifact(p, info, peak, tflm) for p in profiles},
                    "gate": gate(result, options.max_accuracy_drop, options.min_agreement)}
 
 
-def _session_options(path: Path, options: BenchOptions, provider: str | None = None) -> dict[str, Any]:
-    if path.suffix == ".tflite":
-        return {"xnnpack": options.xnnpack}
-    if provider:
-        from edgetl.targets.ort import PROVIDER_CHAIN
+def _tflm_facts(entry: Entry, peak: dict[str, Any], profiles: list[Any], availability: dict[str, Any],
+                announce: bool) -> dict[str, Any] | None:
+    """For a .tflite file benched for a TFLM target, with TFLM installed: whether it loads, and its real arena."""
+    from edgetl.targets import tflm
 
-        return {"optimization": options.ort_optimization, "providers": list(PROVIDER_CHAIN[provider])}
-    return {"optimization": options.ort_optimization}
-
-
-def _time_in_worker(path: Path, images: np.ndarray, options: BenchOptions, scratch: Path,
-                    provider: str | None = None) -> dict[str, Any]:
-    sample = scratch / "input.npy"
-    np.save(sample, np.ascontiguousarray(images[:max(1, options.throughput_batch)]))
-    spec = {"path": str(path), "input": str(sample), "threads": list(options.threads), "warmup": options.warmup,
-            "min_runs": options.min_runs, "min_seconds": options.min_seconds,
-            "throughput_batch": min(options.throughput_batch, len(images)),
-            "session_options": _session_options(path, options, provider)}
-    return _run_worker(spec, scratch, str(path))
-
-
-def _run_worker(spec: dict[str, Any], scratch: Path, what: str) -> dict[str, Any]:
-    spec_path = scratch / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    done = subprocess.run([sys.executable, "-m", "edgetl.runner.bench_worker", str(spec_path)], capture_output=True,
-                          text=True, timeout=1800)
-    if done.returncode != 0:
-        raise CheckFailedError(f"{what}: benchmark process failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def side_by_side_retimer(entries: list[Entry], image_path: str, options: BenchOptions) -> Retimer:
-    """The recommendation's re-timing: its shortlisted configurations, on one validation image each,
-    opened at once in a fresh process and timed interleaved (edgetl.runner.latency.interleaved)."""
-    by_path = {str(e.path): e for e in entries}
-
-    def retime(configurations: list[tuple[str, str | None, int]]) -> list[dict[str, float]]:
-        say(f"recommendation: timing {len(configurations)} close configuration(s) side by side")
-        with tempfile.TemporaryDirectory() as scratch:
-            items = []
-            for index, (path, provider, threads) in enumerate(configurations):
-                entry = by_path[path]
-                image = load_images([image_path], entry.image_size, entry.preprocessing)
-                sample = Path(scratch) / f"input{index}.npy"
-                np.save(sample, np.ascontiguousarray(image.transpose(0, 3, 1, 2) if entry.nchw else image))
-                items.append({"path": path, "threads": threads, "input": str(sample),
-                              "session_options": _session_options(Path(path), options, provider)})
-            spec = {"mode": "side-by-side", "configurations": items, "min_seconds": max(options.min_seconds, 0.2)}
-            return _run_worker(spec, Path(scratch), "side-by-side timing")["timings"]
-
-    return retime
+    if entry.path.suffix != ".tflite" or not any(p.runtime == "tflm" for p in profiles) \
+            or availability.get("tflm", {}).get("unavailable"):
+        return None
+    facts = tflm.facts(entry.path, peak["peak_activation_bytes"])
+    if announce:
+        say(f"  {entry.name}@tflm: " + (facts["load_problem"] or f"tensor arena {facts['arena_bytes']:,} bytes "
+            f"(the smallest TFLM allocates in; estimate {peak['peak_activation_bytes']:,})"))
+    return facts
 
 
 def _latency_row(entry: dict[str, Any], threads: int) -> dict[str, Any] | None:

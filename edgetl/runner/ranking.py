@@ -61,7 +61,7 @@ def recommend(entries: list[dict[str, Any]], profiles: list[Any], retime: Retime
     for profile in profiles:
         # The target checks include the format: an artifact the target cannot run never qualifies.
         candidates = [e for e in entries if not e["skipped"] and e["gate"]["passed"]
-                      and not e["target_checks"].get(profile.name) and runs_on(e, profile)]
+                      and not e["target_checks"].get(profile.name) and runs_on(e, profile, entries)]
         configurations = [Configuration(e, row["threads"], row["p50_ms"]) for e in candidates
                           for row in thread_choices(e, profile)]
         if not configurations:
@@ -142,7 +142,13 @@ def _thread_advice(chosen: Configuration, configurations: list[Configuration], p
     return f"use {chosen.threads} {word}: " + "; ".join(parts)
 
 
-def runs_on(entry: dict[str, Any], profile: Any) -> bool:
-    """A row measured on a GPU provider speaks only for targets that list that provider."""
+def runs_on(entry: dict[str, Any], profile: Any, entries: list[dict[str, Any]] = ()) -> bool:
+    """A row measured on a GPU provider speaks only for targets that list that provider. A TFLM row speaks
+    for TFLM targets only, and for them the TFLM rows are the ones that count, when TFLM measured any
+    (without it, the LiteRT rows stand in, their checks on the estimated arena)."""
+    if profile.runtime == "tflm" and any(e.get("runtime") == "tflm" and not e["skipped"] for e in entries):
+        return entry.get("runtime") == "tflm"
+    if entry.get("runtime") == "tflm":
+        return profile.runtime == "tflm"
     provider = entry.get("provider")
     return provider in (None, "CPUExecutionProvider") or provider in profile.execution_providers

@@ -95,6 +95,25 @@ def recommendations(report: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
+def tflm_memory(report: dict[str, Any]) -> list[str]:
+    """Per file measured in TensorFlow Lite Micro: its flash bytes, and the tensor arena TFLM needs beside the
+    graph's estimate (or why TFLM cannot load it)."""
+    lines = []
+    for artifact in report.get("artifacts") or []:
+        facts = artifact.get("tflm")
+        if artifact.get("runtime") != "tflm" or not facts:
+            continue
+        estimate = (artifact.get("peak_ram_estimate") or {}).get("peak_activation_bytes")
+        if facts.get("load_problem"):
+            lines.append(f"{artifact['name']}: {facts['load_problem']}")
+            continue
+        ratio = f", {facts['arena_bytes'] / estimate:.2f}x" if estimate else ""
+        lines.append(f"{artifact['name']}: flash {artifact['bytes']:,} bytes (the model); tensor arena "
+                     f"{facts['arena_bytes']:,} bytes measured by TFLM (the smallest it allocates in; estimate "
+                     f"{estimate:,}{ratio}); latency is TFLM's reference kernels on this host, not the device's")
+    return lines
+
+
 def shipped_for(report: dict[str, Any]) -> dict[str, list[str]]:
     """Artifact name -> the targets it is recommended for."""
     shipped: dict[str, list[str]] = {}

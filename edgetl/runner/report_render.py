@@ -12,7 +12,7 @@ from typing import Any
 
 from edgetl.runner.report_facts import (FAIL_COLOUR, NOTHING_TO_SHIP_COLOUR, OTHER_COLOUR, PARETO_COLOUR, REFERENCE_COLOUR,
                                         SHIP_COLOUR, artifact_table, esc, joined, latency_at, measured, percent_text,
-                                        plot_threads, recommendations, shipped_for, thread_counts)
+                                        plot_threads, recommendations, shipped_for, thread_counts, tflm_memory)
 from edgetl.runner.report_plot import svg_plot
 
 NO_RECOMMENDATION = '<div class="banner none"><div class="ship">No recommendation in this report</div></div>'
@@ -126,6 +126,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     for title, items, when_empty in (("Target check problems", _target_problems(report), "None."),
                                      ("Skipped", _skipped(report), "None.")):
         lines += ["", f"## {title}", ""] + ([f"- {_md(item)}" for item in items] or [when_empty])
+    if tflm_memory(report):
+        lines += ["", "## Microcontroller memory (TensorFlow Lite Micro)", ""]
+        lines += [f"- {_md(item)}" for item in tflm_memory(report)]
     front = _front(report, _plot_points(report)[0])
     lines += ["", "## Pareto front", "", 
               f"{', '.join(f'**{_md(n)}**' for n in front) or 'empty'} {_front_note(report)}"]
@@ -226,6 +229,8 @@ def render_html(report: dict[str, Any]) -> str:
     body += ["<h2>Artifacts</h2>", _html_table(report),
              "<h2>Target check problems</h2>", _html_list(_target_problems(report)),
              "<h2>Skipped</h2>", _html_list(_skipped(report)),
+             *(["<h2>Microcontroller memory (TensorFlow Lite Micro)</h2>", _html_list(tflm_memory(report))]
+               if tflm_memory(report) else []),
              "<h2>Pareto front</h2>", f"<p>{esc(', '.join(front) or 'empty')} {esc(_front_note(report))}</p>",
              "</main>"]
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
