@@ -32,7 +32,7 @@ def retimer(truth: dict[tuple[str, int], float], spread: float = 0.002):
     def retime(keys):
         calls.append(keys)
         out = []
-        for path, _, threads in keys:
+        for path, _, _, threads in keys:
             ms = truth[(Path(path).name, threads)]
             out.append({"p50_ms": ms, "ci_low_ms": ms - spread, "ci_high_ms": ms + spread, "runs": 100})
         return out
@@ -66,7 +66,7 @@ def test_the_side_by_side_timing_overrules_the_separate_one():
     retime = retimer({("a", 1): 1.00, ("b", 1): 0.80})
     chosen = recommend(rows, [X86], retime)["x86-cpu"]
     assert chosen["artifact"] == "b" and chosen["p50_ms"] == 0.80
-    assert sorted(Path(p).name for p, _, _ in retime.calls[0]) == ["a", "b"]
+    assert sorted(Path(p).name for p, _, _, _ in retime.calls[0]) == ["a", "b"]
 
 
 def test_overlapping_intervals_are_a_tie_even_beyond_the_tolerance():
@@ -94,6 +94,18 @@ def test_more_threads_are_used_when_they_pay_and_never_beyond_the_targets_cores(
     assert chosen["thread_advice"] == "use 2 threads: 1 thread 1.82× the time (2.000 vs 1.100 ms)"
     single = recommend(rows, [load_profile("mcu")], None)["mcu"]  # 1 thread; nothing re-timed, one choice
     assert single["threads"] == 1 and not single["retimed_side_by_side"]
+
+
+def test_tflm_rows_speak_for_microcontroller_targets_only_and_are_retimed_in_tflm():
+    litert = row("small", 100_000, {1: 0.03}) | {"target_checks": {"x86-cpu": [], "mcu": []}}
+    micro = [row(name, size, {1: ms}) | {"name": f"{name}@tflm", "runtime": "tflm", "path": f"/models/{name}",
+                                         "target_checks": {"x86-cpu": [], "mcu": []}}
+             for name, size, ms in (("small", 100_000, 2.0), ("big", 300_000, 1.95))]
+    retime = retimer({("small", 1): 2.0, ("big", 1): 1.95})
+    chosen = recommend([litert, *micro], [X86, load_profile("mcu")], retime)
+    assert chosen["x86-cpu"]["artifact"] == "small"
+    assert chosen["mcu"]["artifact"] == "small@tflm" and "smaller file" in chosen["mcu"]["reason"]
+    assert {key[1] for key in retime.calls[0]} == {"tflm"}  # timed in TFLM, not in LiteRT
 
 
 def test_without_a_retimer_the_separate_timings_rank_with_the_same_rules():
@@ -131,7 +143,8 @@ def test_one_file_timed_side_by_side_with_itself_is_a_tie(run, exported):
     entries = collect(folders, options)
     int8, onnx = (str(e.path) for e in entries)
     retime = side_by_side_retimer(entries, Run.open(run).splits[1].paths[0], options)
-    first, second, other = retime([(int8, None, 1), (int8, None, 1), (onnx, None, 1)])
+    first, second, other = retime([(int8, "litert", None, 1), (int8, "litert", None, 1),
+                                   (onnx, "onnxruntime", None, 1)])
     assert all(t["runs"] >= 30 and t["ci_low_ms"] <= t["p50_ms"] <= t["ci_high_ms"] for t in (first, second, other))
     assert first["ci_low_ms"] <= second["ci_high_ms"] and second["ci_low_ms"] <= first["ci_high_ms"] or \
         abs(first["p50_ms"] / second["p50_ms"] - 1) <= TIE_TOLERANCE, (first, second)

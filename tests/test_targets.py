@@ -20,7 +20,7 @@ from edgetl.targets.profiles import list_profiles, load_profile
 # The TFLite converter warns about int8 I/O statistics it derives itself.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs:UserWarning")
 
-SHIPPED = ["android", "arm64-cpu", "cuda", "edgetpu", "mcu", "x86-cpu"]
+SHIPPED = ["android", "arm64-cpu", "cortex-m4", "cortex-m7", "cuda", "edgetpu", "mcu", "x86-cpu"]
 F32 = 4  # bytes
 
 

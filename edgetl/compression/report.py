@@ -61,8 +61,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"  why: {best['reason']}")
         lines.append(f"  {best['thread_advice']}")
     else:
-        lines.append(f"no artifact meets both the budget of {compress['max_accuracy_drop']} pts and the checks of "
-                     f"{compress['target']}")
+        lines.append(f"no artifact meets the budget of {compress['max_accuracy_drop']} pts on {compress['target']} "
+                     "and its checks")
     lines.append(f"report: {report['report_dir']}/report.md")
     return "\n".join(lines)
 

@@ -21,8 +21,9 @@ TIE_TOLERANCE = 0.05  # within 5 % of the fastest is a tie
 SHORTLIST_RATIO = 1.3  # configurations within 30 % of the fastest separate measurement are re-timed together
 MAX_RETIMED = 8
 
-# (path, provider or None, threads) -> {"p50_ms", "ci_low_ms", "ci_high_ms", "runs"}: the side-by-side timing.
-Retimer = Callable[[list[tuple[str, str | None, int]]], list[dict[str, float]]]
+# [(path, runtime, ONNX Runtime provider or None, threads)] -> [{"p50_ms", "ci_low_ms", "ci_high_ms", "runs"}]:
+# the side-by-side timing of each configuration, in order.
+Retimer = Callable[[list[tuple[str, str, str | None, int]]], list[dict[str, float]]]
 
 
 @dataclasses.dataclass
@@ -38,8 +39,8 @@ class Configuration:
     def name(self) -> str:
         return self.entry["name"]
 
-    def key(self) -> tuple[str, str | None, int]:
-        return (self.entry["path"], self.entry.get("provider"), self.threads)
+    def key(self) -> tuple[str, str, str | None, int]:
+        return (self.entry["path"], self.entry.get("runtime"), self.entry.get("provider"), self.threads)
 
     def to_json(self, tied: bool) -> dict[str, Any]:
         return {"artifact": self.name, "threads": self.threads, "p50_ms": round(self.p50_ms, 4),

@@ -64,13 +64,13 @@ def side_by_side_retimer(entries: list[Any], image_path: str, options: Any) -> R
         say(f"recommendation: timing {len(configurations)} close configuration(s) side by side")
         with tempfile.TemporaryDirectory() as scratch:
             items = []
-            for index, (path, provider, threads) in enumerate(configurations):
+            for index, (path, runtime, provider, threads) in enumerate(configurations):
                 entry = by_path[path]
                 image = load_images([image_path], entry.image_size, entry.preprocessing)
                 sample = Path(scratch) / f"input{index}.npy"
                 np.save(sample, np.ascontiguousarray(image.transpose(0, 3, 1, 2) if entry.nchw else image))
                 items.append({"path": path, "threads": threads, "input": str(sample),
-                              "session_options": session_options(Path(path), options, provider)})
+                              "session_options": session_options(Path(path), options, provider, runtime)})
             spec = {"mode": "side-by-side", "configurations": items, "min_seconds": max(options.min_seconds, 0.2)}
             return _run_worker(spec, Path(scratch), "side-by-side timing")["timings"]
 
