@@ -155,8 +155,10 @@ DEMO_RUN = Path(__file__).resolve().parents[1] / "edgetl-demo" / "run"
 
 @pytest.mark.slow
 def test_the_demo_models_recommendation_is_the_same_three_times(monkeypatch):
-    """On the demo's real files (CI's setup runs `edgetl demo`): the compress report's shortlist,
-    re-timed side by side three more times, names the same configuration each time."""
+    """On the demo's real files (CI's setup runs `edgetl demo`): the compress report's candidates, ranked
+    with fresh side-by-side timings three times in a row, name the same configuration each time, and the
+    same file as the demo. (The thread count may differ from the demo's own: whether a second thread pays
+    depends on what else the machine was running then, which is why it is measured, not assumed.)"""
     import os
 
     from edgetl.artifacts.run_dir import Run
@@ -178,5 +180,6 @@ def test_the_demo_models_recommendation_is_the_same_three_times(monkeypatch):
     entries = collect(list(dict.fromkeys(str(Path(a["path"]).parent) for a in passing)), options)
     retime = side_by_side_retimer(entries, Run.open(DEMO_RUN).splits[1].paths[0], options)
     again = [recommend(report["artifacts"], [X86], retime)["x86-cpu"] for _ in range(3)]
-    assert {(r["artifact"], r["threads"]) for r in again} == {(shipped["artifact"], shipped["threads"])}, \
+    chosen = {(r["artifact"], r["threads"]) for r in again}
+    assert len(chosen) == 1 and next(iter(chosen))[0] == shipped["artifact"], \
         [(r["artifact"], r["threads"], r["considered"]) for r in again]
