@@ -112,7 +112,8 @@ def test_board_profiles_budget_the_measured_arena_and_say_by_how_much_nothing_fi
     assert error == [f"error: no artifact fits small-board: the closest, tflite-int8-int8io@tflm, needs TFLM's "
                      f"tensor arena (measured) of {arena:,} bytes, 1,000 over the {arena - 1000:,} budget "
                      "(activations scale with the pixels: a smaller --image-size, e.g. 96 -> 64 px needs about "
-                     "0.44x, or a smaller --alpha). Retrain with those options and compress again "
+                     "0.44x; or a smaller backbone, e.g. --backbone mobilenet_v2 --alpha 0.35, 0.63 MB in full int8). "
+                     "Retrain with those options and compress again "
                      f"(report in {work}/compress/)"], refused.stderr[-2000:]
 
 

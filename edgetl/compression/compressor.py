@@ -142,6 +142,10 @@ def raise_if_nothing_recommended(report: dict[str, Any]) -> None:
                            f"{-best['parity']['accuracy_delta_pts']:.2f} pts (report in {report['report_dir']}/)")
 
 
+# Measured (benchmarks/tflm.py): MobileNetV2 alpha 0.35 full int8 is 632,466 bytes; its TFLM arena 133,488 at 64 px.
+SMALL_BACKBONE = "a smaller backbone, e.g. --backbone mobilenet_v2 --alpha 0.35, 0.63 MB in full int8"
+
+
 def _closest_fit(report: dict[str, Any], profile: Any) -> str:
     """Nothing passes the target's checks: how far the closest file is from the flash and RAM budgets, and
     which knob would help."""
@@ -170,11 +174,11 @@ def _closest_fit(report: dict[str, Any], profile: Any) -> str:
     parts = []
     if flash:
         parts.append(f"{closest['bytes']:,} bytes of flash, {flash:,} over the {profile.max_model_bytes:,} budget "
-                     "(a smaller --alpha, or --recipe prune:sparsity=0.5+qat, whose zeros compress in flash)")
+                     f"(the weights set it, not the image size: {SMALL_BACKBONE})")
     if memory > (profile.max_ram_bytes or memory):
         parts.append(f"{what} of {memory:,} bytes, {memory - profile.max_ram_bytes:,} over the "
                      f"{profile.max_ram_bytes:,} budget (activations scale with the pixels: a smaller --image-size, "
-                     "e.g. 96 -> 64 px needs about 0.44x, or a smaller --alpha)")
+                     f"e.g. 96 -> 64 px needs about 0.44x; or {SMALL_BACKBONE})")
     return (f"no artifact fits {profile.name}: the closest, {closest['name']}, needs " + "; and ".join(parts)
             + ". Retrain with those options and compress again")
 
