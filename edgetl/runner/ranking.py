@@ -8,6 +8,11 @@ within `TIE_TOLERANCE` of the fastest, or whose medians' 95 % intervals overlap 
 goes to the smaller file, then the one with fewer float ops, then fewer threads: on a device they
 cost flash, memory bandwidth and cores, while the speed is the same within what can be measured.
 
+An extra thread is a core taken from the app, and what it buys varies with what else the machine runs
+(on this 2-vCPU host a second thread measured from 1.7x faster, idle, to slower, busy, minutes apart):
+configurations are ranked by `cost_ms`, the p50 times THREAD_PRICE per extra thread, so more threads
+win only when they save at least 20 % of the time.
+
 Thread counts: a profile's `threads` is how many cores the device gives the app; every measured
 count up to it is a choice, and the recommendation says which to use and why.
 """
@@ -20,6 +25,7 @@ from typing import Any, Callable
 TIE_TOLERANCE = 0.05  # within 5 % of the fastest is a tie
 SHORTLIST_RATIO = 1.3  # configurations within 30 % of the fastest separate measurement are re-timed together
 MAX_RETIMED = 8
+THREAD_PRICE = 1.25  # each extra thread must cut the time to 1/1.25 = 80 % to be worth its core
 
 # [(path, runtime, ONNX Runtime provider or None, threads)] -> [{"p50_ms", "ci_low_ms", "ci_high_ms", "runs"}]:
 # the side-by-side timing of each configuration, in order.
@@ -38,6 +44,14 @@ class Configuration:
     @property
     def name(self) -> str:
         return self.entry["name"]
+
+    @property
+    def price(self) -> float:
+        return THREAD_PRICE ** (self.threads - 1)
+
+    @property
+    def cost_ms(self) -> float:
+        return self.p50_ms * self.price
 
     def key(self) -> tuple[str, str, str | None, int]:
         return (self.entry["path"], self.entry.get("runtime"), self.entry.get("provider"), self.threads)
@@ -79,14 +93,15 @@ def _rank(configurations: list[Configuration], profile: Any, retime: Retimer | N
         for configuration, timing in zip(shortlist, retime([c.key() for c in shortlist])):
             configuration.p50_ms, configuration.retimed = timing["p50_ms"], True
             configuration.ci_low_ms, configuration.ci_high_ms = timing["ci_low_ms"], timing["ci_high_ms"]
-    fastest = min(shortlist, key=lambda c: c.p50_ms)
+    fastest = min(shortlist, key=lambda c: c.cost_ms)
     tied = [c for c in shortlist if _tied(c, fastest)]
-    chosen = min(tied, key=lambda c: (c.entry["bytes"], c.entry.get("float_ops") or 0, c.threads, c.p50_ms))
+    chosen = min(tied, key=lambda c: (c.entry["bytes"], c.entry.get("float_ops") or 0, c.threads, c.cost_ms))
     return {"artifact": chosen.name, "path": chosen.entry["path"], "runtime": chosen.entry.get("runtime"),
             "provider": chosen.entry.get("provider"), "p50_ms": round(chosen.p50_ms, 4), "threads": chosen.threads,
             "profile_threads": profile.threads, "reason": _reason(chosen, fastest, tied),
             "thread_advice": _thread_advice(chosen, configurations, profile),
             "retimed_side_by_side": any(c.retimed for c in shortlist), "tie_tolerance": TIE_TOLERANCE,
+            "thread_price": THREAD_PRICE,
             "considered": [c.to_json(c in tied) for c in sorted(shortlist, key=lambda c: c.p50_ms)]}
 
 
@@ -100,9 +115,10 @@ def _shortlist(configurations: list[Configuration]) -> list[Configuration]:
 
 
 def _tied(configuration: Configuration, fastest: Configuration) -> bool:
-    if configuration.p50_ms <= fastest.p50_ms * (1 + TIE_TOLERANCE):
+    if configuration.cost_ms <= fastest.cost_ms * (1 + TIE_TOLERANCE):
         return True
-    return configuration.retimed and fastest.retimed and configuration.ci_low_ms <= fastest.ci_high_ms
+    return (configuration.retimed and fastest.retimed
+            and configuration.ci_low_ms * configuration.price <= fastest.ci_high_ms * fastest.price)
 
 
 def _reason(chosen: Configuration, fastest: Configuration, tied: list[Configuration]) -> str:
@@ -111,7 +127,7 @@ def _reason(chosen: Configuration, fastest: Configuration, tied: list[Configurat
         others = len(tied) - 1
         tail = f"; {others} other configuration(s) within noise are larger or use more threads" if others else ""
         return f"fastest configuration that passes the gate and the target checks (timed {where}){tail}"
-    slower = 100 * (chosen.p50_ms / fastest.p50_ms - 1)
+    slower = 100 * (chosen.cost_ms / fastest.cost_ms - 1)
     why = [label for label, differs in (
         (f"smaller file ({chosen.entry['bytes']:,} vs {fastest.entry['bytes']:,} bytes)",
          chosen.entry["bytes"] < fastest.entry["bytes"]),
@@ -134,8 +150,12 @@ def _thread_advice(chosen: Configuration, configurations: list[Configuration], p
     parts = []
     for other in others:
         ratio = other.p50_ms / chosen.p50_ms
-        if other.threads > chosen.threads:
-            verdict = "slower" if ratio > 1 + TIE_TOLERANCE else "no faster (within noise)"
+        if other.threads > chosen.threads and ratio > 1 + TIE_TOLERANCE:
+            verdict = "slower"
+        elif other.threads > chosen.threads and ratio >= 1 - TIE_TOLERANCE:
+            verdict = "no faster (within noise)"
+        elif other.threads > chosen.threads:
+            verdict = f"save only {1 - ratio:.0%}, less than the {1 - 1 / THREAD_PRICE:.0%} an extra thread must buy"
         else:
             verdict = f"{ratio:.2f}× the time"
         parts.append(f"{other.threads} {'thread' if other.threads == 1 else 'threads'} {verdict} "
