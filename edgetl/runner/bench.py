@@ -28,8 +28,6 @@ from edgetl.runner import multitask_bench
 from edgetl.runner.ranking import recommend
 from edgetl.runner.workers import session_options, side_by_side_retimer, time_in_worker
 
-RUNTIME_OF_FORMAT = {".tflite": "litert", ".onnx": "onnxruntime"}
-
 
 @dataclasses.dataclass(frozen=True)
 class BenchOptions:
@@ -291,11 +289,12 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
     from edgetl.artifacts.inspection import float_op_count, inspect_model
     from edgetl.runner.parity import gate
     from edgetl.targets import open_session
+    from edgetl.targets import DEFAULT_RUNTIME
     from edgetl.targets.checks import check_artifact
     from edgetl.targets.memory import estimate_peak_ram
     from edgetl.targets.ort import SHORT_NAMES, ProviderUnavailableError
 
-    runtime = runtime or RUNTIME_OF_FORMAT[entry.path.suffix]
+    runtime = runtime or DEFAULT_RUNTIME[entry.path.suffix]
     name = f"{entry.name}@{SHORT_NAMES[provider]}" if provider else (f"{entry.name}@tflm" if runtime == "tflm"
                                                                       else entry.name)
     base = {"name": name, "path": str(entry.path), "format": entry.path.suffix[1:], "quantize": entry.quantize,
