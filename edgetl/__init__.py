@@ -13,7 +13,8 @@ from edgetl.version import __version__
 if TYPE_CHECKING:
     from edgetl.artifacts.manifest import Manifest
 
-__all__ = ["__version__", "bench", "bundle", "compress", "enroll", "export", "train"]
+__all__ = ["__version__", "bench", "bundle", "calibrate", "classify", "compress", "enroll", "evaluate", "export",
+           "train", "verify"]
 
 
 def train(data: str, output: str, **options: Any) -> "Manifest":
@@ -39,6 +40,38 @@ def enroll(run: str, class_name: str, images: list[str]) -> "Manifest":
     from edgetl.training.prototypes import enroll as enroll_class
 
     return enroll_class(run, class_name, list(images))[0]
+
+
+def verify(model: str, first: str, second: str) -> dict[str, Any]:
+    """Are two image files the same thing? MODEL: a prototype or siamese run, or its exported embedding file.
+    Returns the score, the calibrated threshold and `same` (score >= threshold)."""
+    from edgetl.runner.oneshot import verify as verify_pair
+
+    return verify_pair(model, first, second)
+
+
+def classify(model: str, images: list[str]) -> list[dict[str, Any]]:
+    """Each image's class by cosine to the prototypes of a prototype or siamese MODEL, or "unknown" when
+    the best cosine is below the calibrated threshold."""
+    from edgetl.runner.oneshot import classify as classify_images
+
+    return classify_images(model, list(images))
+
+
+def calibrate(run: str, data: str | None = None, far: float = 0.01, seed: int = 0) -> dict[str, Any]:
+    """Re-calibrate RUN's verification and unknown-class thresholds at `far` on labelled images (DATA's
+    class folders, or the run's validation split); returns the run's new `similarity` section."""
+    from edgetl.runner.oneshot import calibrate as calibrate_run
+
+    return calibrate_run(run, data, far, seed)[1]
+
+
+def evaluate(model: str, data: str, **options: Any) -> dict[str, Any]:
+    """N-way K-shot episodes and pair verification of MODEL's embedding on DATA (classes it never saw), beside
+    the raw ImageNet features; options way, shot, queries, episodes, seed, baseline (edgetl/runner/episodes.py)."""
+    from edgetl.runner.episodes import evaluate as run_episodes
+
+    return run_episodes(model, data, **options)
 
 
 def compress(run: str, **options: Any) -> dict[str, Any]:

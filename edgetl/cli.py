@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from edgetl import __version__
+from edgetl.cli_oneshot import COMMANDS
 from edgetl.process import add_verbose_option, keep_log_in, on_interrupt, run_command_line
 from edgetl.training.config import FINE_TUNE_LAYERS, FINE_TUNE_LEARNING_RATE
 
@@ -92,10 +93,11 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.option("--learning-rate", type=float, default=None,
               help="First phase's Adam rate [default: 1e-2 for the linear head on a frozen backbone, 1e-3 for the "
                    "other heads, 3e-3 from scratch].")
-@click.option("--head", type=click.Choice(["linear", "mlp", "attention", "prototype"]), default="linear",
+@click.option("--head", type=click.Choice(["linear", "mlp", "attention", "prototype", "siamese"]), default="linear",
               show_default=True,
               help="Classifier head: average pooling + linear, + a hidden layer (mlp), attention pooling, or "
-                   "prototype (few-shot: cosine to per-class mean embeddings; add classes with `edgetl enroll`).")
+                   "prototype (few-shot: cosine to per-class mean embeddings; add classes with `edgetl enroll`), or "
+                   "siamese (one-shot verification: twin network on same/different pairs; `edgetl verify`).")
 @click.option("--tasks", default=None,
               help="Multi-task: label columns of a CSV DATA (header path,<task>,...), comma-separated, e.g. "
                    "species,color; one head and one named output per task on the shared backbone.")
@@ -391,6 +393,8 @@ def targets(name: str | None, as_json: bool) -> None:
             click.echo(f"{profile.name:<11} {profile.runtime:<12} {','.join(profile.quantization):<22} {profile.description}")
 
 
+for _command in COMMANDS:
+    cli.add_command(_command)
 add_verbose_option(cli)
 
 

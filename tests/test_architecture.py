@@ -20,7 +20,7 @@ SOURCES = {"edgetl": ROOT / "edgetl", "edgetl.converters": ROOT / "converters", 
 BASE = ("edgetl.errors", "edgetl.tf_env", "edgetl.progress", "edgetl.console", "edgetl.version")
 GROUND = ("edgetl.data", "edgetl.backbones", "edgetl.network", "edgetl.artifacts", "edgetl.converters", "edgetl.targets")
 STAGES = ("edgetl.training", "edgetl.compression", "edgetl.exporting", "edgetl.runner", "edgetl.bundling")
-APP = ("edgetl", "edgetl.__main__", "edgetl.cli", "edgetl.process", "edgetl.demo")
+APP = ("edgetl", "edgetl.__main__", "edgetl.cli", "edgetl.cli_oneshot", "edgetl.process", "edgetl.demo")
 
 
 def modules() -> dict[str, Path]:

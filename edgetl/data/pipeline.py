@@ -180,6 +180,15 @@ def augmentation_layers(seed: int, flip: bool) -> Any:
     return keras().Sequential(steps, name="augmentation")
 
 
+def load_resized(path: Any, image_size: int) -> Any:
+    """One image file (a bytes path tensor) as 0..255 float32 RGB, resized as training resizes."""
+    return tf().image.resize(_decode(path), [image_size, image_size], method=RESIZE_METHOD)
+
+
+def path_tensor(paths: Sequence[str]) -> Any:
+    return tf().constant(_as_bytes(paths))
+
+
 def make_dataset(paths: Sequence[str], labels: Sequence[int], *, image_size: int, batch_size: int,
                  preprocessing: Preprocessing, training: bool, seed: int = 0, augment: bool = False,
                  flip: bool = True) -> Any:
@@ -189,8 +198,7 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int], *, image_size: int
     std = t.constant(preprocessing.std, t.float32)
 
     def load(path: Any, label: Any) -> tuple[Any, Any]:
-        image = t.image.resize(_decode(path), [image_size, image_size], method=RESIZE_METHOD)
-        return image, label
+        return load_resized(path, image_size), label
 
     ds = t.data.Dataset.from_tensor_slices((_as_bytes(paths), t.constant(list(labels), t.int32)))
     if training:

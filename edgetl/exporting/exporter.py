@@ -88,6 +88,9 @@ def export_model(run: Run, model: Any, export_options: ExportOptions, target: Pa
         task_files, task_section = multitask.copy_label_files(run, staging)  # multi-task: labels_<task>.txt
         verification = _verify(staging / model_name, run, model, export_options)
         side_files, extra = _prototype_files(converter, source, export_options, staging, run)
+        embedding = extra.get("prototypes", {})  # the embedding file's verdict joins the model's
+        verification["problems"] += embedding.pop("problems", []) + embedding.get("numeric_problems", [])
+        verification["numeric_problems"] += embedding.pop("numeric_problems", [])
         if accuracy_gated and export_options.quantize != "none":
             verification["accuracy_warnings"] = verification.pop("numeric_problems")
             verification["problems"] = [p for p in verification["problems"] if p not in verification["accuracy_warnings"]]
@@ -124,7 +127,8 @@ def _prototype_files(converter: Any, source: ConversionInput, export_options: Ex
         return [], {}
     paths, _ = run.sample("val", export_options.verify_size, export_options.seed)
     images = load_images(paths, run.image_size, run.preprocessing)
-    facts = prototypes.export_embedding(converter, source, export_options, staging, images)
+    facts = prototypes.export_embedding(converter, source, export_options, staging, images,
+                                        run.manifest.sections.get("similarity"))
     return [facts["embedding_file"], facts["table_file"]], {"prototypes": facts}
 
 

@@ -11,6 +11,10 @@
   Trained with the normalized-softmax metric loss (cross-entropy over scaled cosines, NormFace /
   proxy-based); after training each prototype becomes the mean normalized embedding of its class's
   training images, so `edgetl enroll` adds a class from a few images exactly as training made them.
+- `siamese`: one-shot verification (edgetl/training/siamese.py). The prototype head's layers (embedding,
+  cosine to class means, so everything after training treats both alike), trained as Koch et al.'s twin
+  network instead: two images through the same layers, sigmoid(w . |a - b| + b) says "same class", binary
+  cross-entropy on balanced same/different pairs drawn anew every epoch.
 Every layer is named with HEAD_PREFIX so later stages can tell the head from the backbone.
 """
 
@@ -73,6 +77,11 @@ def prototype(features: Any, num_classes: int, dropout: float) -> Any:
     return cosine_classifier(x, num_classes)
 
 
+def siamese(features: Any, num_classes: int, dropout: float) -> Any:
+    """The prototype head's layers; training differs (pairs), see edgetl/training/siamese.py."""
+    return prototype(features, num_classes, dropout)
+
+
 def cosine_classifier(embedding: Any, num_classes: int) -> Any:
     """softmax(COSINE_SCALE * cosine(embedding, prototype_c)): a bias-free Dense whose kernel columns
     are kept unit-length (in training by a constraint; afterwards they are the class prototypes)."""
@@ -83,10 +92,27 @@ def cosine_classifier(embedding: Any, num_classes: int) -> Any:
     return k.layers.Softmax(name=f"{HEAD_PREFIX}probs")(scores)
 
 
+def embedding_model(model: Any) -> Any:
+    """Image in, the model's embedding out, sharing its layers: the unit-length embedding of the prototype
+    and siamese heads, else the pooled backbone features (the average-pooling head layer, or a global
+    average pool of the backbone's output)."""
+    k = keras()
+    names = {layer.name for layer in model.layers}
+    if EMBEDDING_LAYER in names:
+        output = model.get_layer(EMBEDDING_LAYER).output
+    elif f"{HEAD_PREFIX}pool" in names:
+        output = model.get_layer(f"{HEAD_PREFIX}pool").output
+    else:
+        last_backbone = [layer for layer in model.layers if not layer.name.startswith(HEAD_PREFIX)][-1]
+        output = k.layers.GlobalAveragePooling2D(name="embedding_pool")(last_backbone.output)
+    return k.Model(model.input, output, name=f"{model.name}_embedding")
+
+
 HEADS: dict[str, Callable[[Any, int, float], Any]] = {"linear": linear, "mlp": mlp, "attention": attention,
-                                                      "prototype": prototype}
+                                                      "prototype": prototype, "siamese": siamese}
+EMBEDDING_HEADS = ("prototype", "siamese")  # a unit-length embedding and a prototype table
 
 # Where the feature cache cuts each head (edgetl/training/feature_cache.py): after the last layer that has no
 # weights, so the cache is as small as it can be; None caches the backbone's spatial feature map.
 CACHE_AFTER: dict[str, str | None] = {"linear": f"{HEAD_PREFIX}pool", "mlp": f"{HEAD_PREFIX}pool", "attention": None,
-                                      "prototype": f"{HEAD_PREFIX}pool"}
+                                      "prototype": f"{HEAD_PREFIX}pool", "siamese": f"{HEAD_PREFIX}pool"}

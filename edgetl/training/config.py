@@ -68,7 +68,7 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_float16 compute on a GPU; the run is saved in float32
     learning_rate: float | None = None  # None: first_learning_rate (by head; SCRATCH_LEARNING_RATE from scratch)
     fine_tune_learning_rate: float = FINE_TUNE_LEARNING_RATE
-    head: str = "linear"  # "mlp" | "attention": see edgetl/network/heads.py
+    head: str = "linear"  # "mlp" | "attention" | "prototype" | "siamese": see edgetl/network/heads.py
     tasks: tuple[str, ...] | None = None  # multi-task: CSV label columns, one head each (edgetl/training/multitask.py)
     task_weights: tuple[float, ...] | None = None  # per-task loss weights, in tasks order (default 1 each)
     regularizer: str = "none"  # "l2" | "l2sp": see edgetl/training/constraints.py
@@ -167,6 +167,12 @@ class TrainConfig:
         found = []
         if self.head not in HEADS:
             found.append(f"--head: must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head == "siamese" and self.class_weights != "none":
+            found.append("--class-weights: not used by --head siamese, which trains on pairs of images drawn "
+                         "balanced (half same class, half different); leave it out")
+        if self.head == "siamese" and self.distribute != "none":
+            found.append(f"--distribute {self.distribute}: not supported with --head siamese yet (its pairs are "
+                         f"drawn in one process); train it with --distribute none")
         if self.regularizer not in REGULARIZERS:
             found.append(f"--regularizer: must be one of {', '.join(REGULARIZERS)}, got {self.regularizer!r}")
         elif self.regularizer == "l2sp" and self.weights == "none":

@@ -22,7 +22,7 @@ names the columns (`path,species,color`); each task is one label column. The cho
   their mean (max for `max_abs_diff`). Each artifact ships `labels_<task>.txt` too.
 - Bench (edgetl/runner/multitask_bench.py): `parity.tasks` has each task's parity; the top-level parity is
   the mean over tasks, and a gate must hold for every task (edgetl/runner/parity.py).
-- Not supported, refused with exit 2: `--head prototype`, `--class-weights balanced`, `--val-dir`,
+- Not supported, refused with exit 2: `--head prototype` and `siamese`, `--class-weights balanced`, `--val-dir`,
   `--feature-cache on` (auto leaves the cache off), `bench --data` and bare multi-output files, and
   `edgetl compress` (refuse_compress: its recipes fine-tune and gate a single output).
 """
@@ -84,8 +84,8 @@ def config_problems(config: Any) -> list[str]:
         if not all(math.isfinite(w) and w > 0 for w in weights):
             found.append(f"--task-weights: every weight must be a positive number, got {', '.join(map(str, weights))}")
     found += _data_problems(Path(config.data), tasks)
-    if config.head == "prototype":
-        found.append("--head prototype: not supported with --tasks (prototypes are single-task); "
+    if config.head in ("prototype", "siamese"):
+        found.append(f"--head {config.head}: not supported with --tasks (prototypes are single-task); "
                      "use linear, mlp or attention")
     if config.class_weights != "none":
         found.append(f"--class-weights {config.class_weights}: not supported with --tasks; the tasks' losses are "

@@ -35,6 +35,7 @@ class PhaseData:
     calibration: Any
     class_weight: dict[int, float] | None
     loss_weights: dict[str, float] | None = None  # multi-task: per output (edgetl/training/multitask.py)
+    loss: str = "sparse_categorical_crossentropy"  # binary_crossentropy for the siamese head's pairs
 
 
 class Progress:
@@ -99,7 +100,7 @@ def fit_phase(model: Any, data: PhaseData, progress: Progress, phase: str, learn
     schedule = k.optimizers.schedules.CosineDecay(0.0 if warmup_steps else learning_rate, steps - warmup_steps,
                                                   warmup_target=learning_rate if warmup_steps else None,
                                                   warmup_steps=warmup_steps)
-    trained.compile(optimizer=optimizer_for(schedule), loss="sparse_categorical_crossentropy",
+    trained.compile(optimizer=optimizer_for(schedule), loss=data.loss,
                     metrics=["accuracy"], loss_weights=data.loss_weights)
     if optimizer_state:  # resuming inside this phase: the step count (schedule) and Adam's moments
         trained.optimizer.build(trained.trainable_variables)

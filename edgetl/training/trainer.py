@@ -34,7 +34,8 @@ from edgetl.network.model import (LABELS_FILE, MODEL_FILE, backbone_layers, buil
 from edgetl.network.tasks import write_label_files
 from edgetl.progress import say
 from edgetl.tf_env import keras, tf, versions
-from edgetl.training import constraints, multitask
+from edgetl.network.heads import EMBEDDING_HEADS
+from edgetl.training import constraints, multitask, siamese
 from edgetl.training.config import TrainConfig
 from edgetl.training.distribute import SINGLE_PROCESS, Distribution, float32_copy
 from edgetl.training.learning_check import advice, learning_health
@@ -94,10 +95,19 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
     # Augmentation is for phases that train backbone layers. A frozen backbone cannot learn invariance from
     # it, and on the images as they are the head phase can run on cached features: on the digits at 10 images
     # per class, the head on augmented images reached 0.47 where the same head on clean features reached 0.74.
-    data = PhaseData(dataset(train_index, True, config.augment), dataset(val_index, False),
+    val_images = dataset(val_index, False)
+    data = PhaseData(dataset(train_index, True, config.augment), val_images,
                      dataset(train_index, False), class_weight,  # the third un-augmented, for BatchNorm statistics
                      multitask.loss_weights(config))
     head_data = dataclasses.replace(data, train=dataset(train_index, True)) if pretrained else data
+    if config.head == "siamese":  # pairs of images instead of images (the validation pairs drawn once)
+        def pairs(index: dsi.DatasetIndex, fresh: bool, augment: bool = False) -> Any:
+            return siamese.image_pairs(index.paths, index.labels, image_size=image_size, batch_size=config.batch_size,
+                                       preprocessing=spec.preprocessing, seed=config.seed, fresh=fresh,
+                                       augment=augment, flip=config.flip)
+
+        data = siamese.as_pairs(data, pairs(train_index, True, config.augment), pairs(val_index, False))
+        head_data = siamese.as_pairs(data, pairs(train_index, True), data.val) if pretrained else data
     if config.epochs is None:
         config = dataclasses.replace(config, epochs=config.default_epochs(len(train_index.paths)))
     if config.fine_tune_epochs is None:
@@ -116,6 +126,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
     layers = backbone_layers(model)
     cache_info: dict[str, Any] = {"used": False}
     phase_seconds: dict[str, float] = {}  # wall time of each phase trained by this process
+    trained = model  # what the head phase fits (a head-only model, the siamese twin, or the model itself)
     try:
         if config.epochs and progress.done < config.epochs:
             # From scratch there is nothing to keep frozen: the first phase trains the whole network.
@@ -125,10 +136,11 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
                 say(f"from scratch (--weights none): training all {len(layers)} backbone layers with the head, "
                     f"BatchNorm trainable")
             phase_started = time.perf_counter()
-            trained = model
             if config.uses_feature_cache:
                 head_data, trained, cache_info = _cached_head(model, config, spec, image_size, head_data,
-                                                              train_index, val_index)
+                                                              val_images, train_index, val_index)
+            elif config.head == "siamese":
+                trained = siamese.twin(model)
             elif pretrained:  # a model of its own sharing the layers, so the head's penalty stays in this phase
                 trained = keras().Model(model.inputs, model.outputs, name=f"{model.name}_head_phase")
             if pretrained:  # the full model's losses (--regularizer) stay with it: the head phase's model
@@ -149,18 +161,24 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             say(f"fine-tuning the top {count} of {len(layers)} backbone layers "
                 f"(BatchNorm {'frozen in inference mode' if pretrained else 'trainable: no pretrained statistics'})")
             phase_started = time.perf_counter()
+            twin = None
+            if config.head == "siamese":  # the head phase's scorer goes on training (a fresh one after a resume)
+                twin = siamese.twin(model, scorer=siamese.scorer_layer(trained))
             fit_phase(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
                       config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
-                      optimizer_for, warmup=pretrained)  # warmup protects pretrained features from Adam's first steps
+                      optimizer_for, twin, warmup=pretrained)  # warmup protects pretrained features from Adam's first steps
             phase_seconds["fine-tune"] = round(time.perf_counter() - phase_started, 2)
         best = progress.best
         model.set_weights(best.weights)
-        if config.head == "prototype":
+        similarity = None
+        if config.head in EMBEDDING_HEADS:
             from edgetl.training import prototypes
 
-            prototypes.set_from_training_images(model, data.calibration, len(full.classes))
-        metrics = (multitask.evaluate(model, data.val, full, best.epoch) if full.tasks else
-                   _evaluate(model, data.val, full.classes, best))
+            trained_embeddings = prototypes.set_from_training_images(model, data.calibration, len(full.classes))
+            similarity = siamese.similarity_section(trained_embeddings, prototypes.embed_batches(model, val_images),
+                                                    prototypes.prototypes_of(model), config.head)
+        metrics = (multitask.evaluate(model, val_images, full, best.epoch) if full.tasks else
+                   _evaluate(model, val_images, full.classes, best))
     except KeyboardInterrupt:
         raise Interrupted(progress.interrupted_message()) from None
     except tf().errors.ResourceExhaustedError as exc:
@@ -190,7 +208,8 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
             "train_fingerprint": train_index.fingerprint(), "val_fingerprint": val_index.fingerprint()},
         "weights": source,
         "feature_cache": cache_info,
-        **({"prototypes": {"from": "training images", "enrolled": []}} if config.head == "prototype" else {}),
+        **({"prototypes": {"from": "training images", "enrolled": []}} if config.head in EMBEDDING_HEADS else {}),
+        **({"similarity": similarity} if similarity else {}),
         **multitask.run_sections(config, full, train_index, val_index),
         "distribute": dist.section(config.batch_size),
         "history": history,
@@ -308,7 +327,7 @@ def _load_official_checkpoint(model: Any, config: TrainConfig, path: Path) -> di
     return {"source": "checkpoint", "path": str(path.resolve()), "layers_loaded": loaded}
 
 
-def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, data: PhaseData,
+def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, data: PhaseData, val_images: Any,
                  train_index: dsi.DatasetIndex, val_index: dsi.DatasetIndex) -> tuple[PhaseData, Any, dict[str, Any]]:
     """The head phase on cached backbone features: its data, the head-only model, and what was cached."""
     from edgetl.network.heads import CACHE_AFTER
@@ -320,14 +339,21 @@ def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, da
                 "preprocessing": spec.preprocessing.to_json(), "resize": RESIZE_METHOD,
                 "cut": CACHE_AFTER[config.head] or "backbone_output"}
     splits = {name: feature_cache.cached_split(extractor, identity, index.paths, index.labels, images, name)
-              for name, index, images in (("train", train_index, data.calibration), ("val", val_index, data.val))}
+              for name, index, images in (("train", train_index, data.calibration), ("val", val_index, val_images))}
     cached = PhaseData(splits["train"].dataset(config.batch_size, True, config.seed),
                    splits["val"].dataset(config.batch_size, False, config.seed), data.calibration, data.class_weight)
+    head = feature_cache.head_model(model, cut)
+    if config.head == "siamese":
+        train, val = splits["train"], splits["val"]
+        cached = siamese.as_pairs(cached, siamese.feature_pairs(train.features, train.labels, config.batch_size,
+                                                                config.seed, True),
+                                  siamese.feature_pairs(val.features, val.labels, config.batch_size, config.seed, False))
+        head = siamese.twin(model, cut)
     info = {"used": True, "feature_shape": list(splits["train"].features.shape[1:]),
             **{f"{name}_hit": split.hit for name, split in splits.items()},
             "extract_seconds": round(sum(split.seconds for split in splits.values()), 2),
             "entries": [split.path.name for split in splits.values()]}
-    return cached, feature_cache.head_model(model, cut), info
+    return cached, head, info
 
 
 def _evaluate(model: Any, val_ds: Any, classes: tuple[str, ...], best: BestWeights) -> dict[str, Any]:
