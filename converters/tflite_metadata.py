@@ -31,6 +31,7 @@ METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
+EMBEDDING_NAME = "embedding"
 
 _MODEL_IDENTIFIER = b"TFL3"
 _METADATA_IDENTIFIER = b"M001"
@@ -79,8 +80,6 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
     (tensor name, label file name, labels) per output, in the model's output order, each described
     the same way with its own label file; `labels` is then the first output's.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
     _check_tflite(model)
     if not name:
         raise InputError("metadata: the model name must not be empty")
@@ -91,29 +90,53 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
         for label in output_labels:
             if not label or "\n" in label or "\r" in label:
                 raise InputError(f"metadata: label {label!r} must be a non-empty single line (labels.txt has one per line)")
-    if len(mean) not in (1, 3) or len(std) != len(mean):
-        raise InputError(f"metadata: mean and std need 1 or 3 values each, the same number; got {len(mean)} "
-                         f"and {len(std)}")
-    if not all(math.isfinite(v) for v in [*mean, *std]) or any(v == 0 for v in std):
-        raise InputError(f"metadata: mean {mean} and std {std} must be finite numbers and std not 0")
-    if (input_min is None) != (input_max is None):
-        raise InputError("metadata: give both input_min and input_max, or neither")
-    if input_min is not None and not input_min < input_max:
-        raise InputError(f"metadata: input_min ({input_min}) must be below input_max ({input_max})")
+    _check_normalization(mean, std, input_min, input_max)
+
+    tree = _parse(model)
+    _check_classifier(tree, [len(output_labels) for _, _, output_labels in outputs])
+    metadata = _build_metadata(name=name, version=version, description=description, author=author,
+                               license=license, mean=mean, std=std, input_min=input_min,
+                               input_max=input_max, outputs=[(n, f, len(l)) for n, f, l in outputs])
+    return _with_metadata(tree, model, metadata, {file_name: output_labels for _, file_name, output_labels in outputs})
+
+
+def add_embedder_metadata(model: bytes, *, name: str, version: str, description: str, mean: list[float],
+                          std: list[float], author: str = "edgetl", license: str = "", input_min: float | None = None,
+                          input_max: float | None = None) -> bytes:
+    """Return `model` (an image embedding .tflite: one image in, one embedding vector out) with the metadata
+    MediaPipe Tasks' `ImageEmbedder` reads: the input normalization as for a classifier, the output described
+    as a feature vector (no label file)."""
+    _check_tflite(model)
+    _check_normalization(mean, std, input_min, input_max)
+    tree = _parse(model)
+    graph = tree.subgraphs[0] if len(tree.subgraphs or []) == 1 else None
+    if graph is None or len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise InputError("metadata: an embedder has one subgraph with one input and one output")
+    dim = int(graph.tensors[graph.outputs[0]].shape[-1])
+    metadata = _build_metadata(name=name, version=version, description=description, author=author, license=license,
+                               mean=mean, std=std, input_min=input_min, input_max=input_max,
+                               outputs=[(EMBEDDING_NAME, None, dim)])
+    return _with_metadata(tree, model, metadata, {})
+
+
+def _parse(model: bytes) -> Any:
+    from ai_edge_litert import schema_py_generated as schema
 
     try:
-        tree = schema.ModelT.InitFromPackedBuf(model, 0)
+        return schema.ModelT.InitFromPackedBuf(model, 0)
     except _PARSE_ERRORS as error:
         raise InputError(f"metadata: the TFLite model is truncated or corrupt ({error})") from error
-    _check_classifier(tree, [len(output_labels) for _, _, output_labels in outputs])
+
+
+def _with_metadata(tree: Any, model: bytes, metadata: bytes, label_files: dict[str, list[str]]) -> bytes:
+    """The model rebuilt with `metadata` as its TFLITE_METADATA buffer and the label files zipped after it."""
+    from ai_edge_litert import schema_py_generated as schema
+
     # Models over 2 GB keep weights after the flatbuffer, at offsets that rebuilding it would break.
     if any(buffer.offset > 1 for buffer in tree.buffers or []) or any(
             op.largeCustomOptionsOffset > 1 for graph in tree.subgraphs for op in graph.operators or []):
         raise InputError("metadata: models that store data after the flatbuffer (over 2 GB) are not supported")
 
-    metadata = _build_metadata(name=name, version=version, description=description, author=author,
-                               license=license, mean=mean, std=std, input_min=input_min,
-                               input_max=input_max, outputs=[(n, f, len(l)) for n, f, l in outputs])
     metadata_buffer = schema.BufferT()
     metadata_buffer.data = list(metadata)
     entry = next((m for m in tree.metadata or [] if _text(m.name) == METADATA_NAME), None)
@@ -134,10 +157,11 @@ def add_metadata(model: bytes, *, name: str, version: str, description: str, mea
     # Mode "w" on a stream positioned after the model writes offsets from the start of the stream,
     # as the official populator's append does; readers find the archive from its end.
     # A fixed timestamp keeps the output byte-for-byte reproducible.
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
-        for _, file_name, output_labels in outputs:
-            archive.writestr(zipfile.ZipInfo(file_name, date_time=(1980, 1, 1, 0, 0, 0)),
-                             "".join(f"{label}\n" for label in output_labels))
+    if label_files:
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+            for file_name, output_labels in label_files.items():
+                archive.writestr(zipfile.ZipInfo(file_name, date_time=(1980, 1, 1, 0, 0, 0)),
+                                 "".join(f"{label}\n" for label in output_labels))
     return out.getvalue()
 
 
@@ -213,6 +237,19 @@ def _check_tflite(model: bytes) -> None:
         raise InputError("metadata: not a TFLite model (no TFL3 flatbuffer identifier); truncated or another format?")
 
 
+def _check_normalization(mean: list[float], std: list[float], input_min: float | None,
+                         input_max: float | None) -> None:
+    if len(mean) not in (1, 3) or len(std) != len(mean):
+        raise InputError(f"metadata: mean and std need 1 or 3 values each, the same number; got {len(mean)} "
+                         f"and {len(std)}")
+    if not all(math.isfinite(v) for v in [*mean, *std]) or any(v == 0 for v in std):
+        raise InputError(f"metadata: mean {mean} and std {std} must be finite numbers and std not 0")
+    if (input_min is None) != (input_max is None):
+        raise InputError("metadata: give both input_min and input_max, or neither")
+    if input_min is not None and not input_min < input_max:
+        raise InputError(f"metadata: input_min ({input_min}) must be below input_max ({input_max})")
+
+
 def _check_classifier(tree: Any, label_counts: list[int]) -> None:
     """The metadata describes one image input and one vector of class scores per output; refuse other models."""
     if len(tree.subgraphs or []) != 1:
@@ -233,7 +270,7 @@ def _check_classifier(tree: Any, label_counts: list[int]) -> None:
 
 def _build_metadata(*, name: str, version: str, description: str, author: str, license: str,
                     mean: list[float], std: list[float], input_min: float | None, input_max: float | None,
-                    outputs: list[tuple[str, str, int]]) -> bytes:
+                    outputs: list[tuple[str, str | None, int]]) -> bytes:
     """Serialize a ModelMetadata flatbuffer, children before parents as flatbuffers requires."""
     builder = flatbuffers.Builder(1024)
 
@@ -282,6 +319,15 @@ def _build_metadata(*, name: str, version: str, description: str, author: str, l
     })
     described = []
     for output_name, file_name, num_labels in outputs:
+        if file_name is None:  # an embedding: a feature vector, no labels
+            described.append(table({
+                _TENSOR_METADATA["name"]: string(output_name),
+                _TENSOR_METADATA["description"]: string(
+                    f"Embedding of {num_labels} values; compare two with cosine similarity."),
+                _TENSOR_METADATA["content"]: table(
+                    {_CONTENT["content_properties"]: table()},
+                    tags={_CONTENT["content_properties_type"]: _CONTENT_FEATURE_PROPERTIES})}))
+            continue
         label_file = table({_ASSOCIATED_FILE["name"]: string(file_name),
                             _ASSOCIATED_FILE["description"]: string("Class names, one per line, in output order.")},
                            tags={_ASSOCIATED_FILE["type"]: _FILE_TENSOR_AXIS_LABELS})

@@ -129,6 +129,17 @@ def _prototype_files(converter: Any, source: ConversionInput, export_options: Ex
     images = load_images(paths, run.image_size, run.preprocessing)
     facts = prototypes.export_embedding(converter, source, export_options, staging, images,
                                         run.manifest.sections.get("similarity"))
+    if export_options.format == "tflite":  # what MediaPipe Tasks' ImageEmbedder reads
+        from edgetl.converters.tflite_metadata import add_embedder_metadata
+        from edgetl.version import __version__
+
+        path, backbone = staging / facts["embedding_file"], run.manifest.sections["backbone"]
+        low, high = run.preprocessing.input_range
+        path.write_bytes(add_embedder_metadata(
+            path.read_bytes(), name=f"edgetl {backbone['name']} embedder", version=__version__,
+            description=f"{backbone['name']} image embedding of a {run.manifest.options.get('head')} run, "
+                        f"{export_options.quantize}, made by edgetl", mean=list(run.preprocessing.mean),
+            std=list(run.preprocessing.std), input_min=low, input_max=high))
     return [facts["embedding_file"], facts["table_file"]], {"prototypes": facts}
 
 

@@ -1,0 +1,227 @@
+"""One-shot work end to end on a real (tiny) siamese run: the twin trains, the threshold is calibrated,
+`edgetl verify`, `classify` (unknown classes), `calibrate` and `evaluate` through the CLI, and the exported
+embedding file: same decisions, metadata MediaPipe's ImageEmbedder reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgetl
+from tests.conftest import MEDIAPIPE_VERSION, TINY, class_image, run_cli, run_or_fail, write_image_folder
+
+
+@pytest.fixture(scope="module")
+def siamese_run(run, tmp_path_factory) -> Path:
+    """Classes 0 and 1, on the backbone of the session run; classes 2 and 3 stay unseen."""
+    root = tmp_path_factory.mktemp("siamese")
+    data = write_image_folder(root / "data", classes=2, per_class=16)
+    edgetl.train(str(data), str(root / "run"), **TINY | {"weights": str(run), "head": "siamese", "epochs": 6})
+    # Training calibrated on its 6 validation images (9 different pairs: too few, and it says so); as a user
+    # would, calibrate on more labelled images of the same classes, not used in training.
+    for label in (0, 1):
+        _images(root / "calibration" / f"class_{label}", label, range(100, 120))
+    edgetl.calibrate(str(root / "run"), str(root / "calibration"))
+    return root / "run"
+
+
+def _images(root: Path, label: int, indices: range, size: int = 40) -> list[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in indices:
+        path = root / f"c{label}_{i}.png"
+        class_image(label, i, size).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _embed(run_path: Path, paths: list[str]) -> np.ndarray:
+    from edgetl.artifacts.run_dir import Run, load_images
+    from edgetl.network.heads import embedding_model
+
+    run = Run.open(run_path)
+    return embedding_model(run.model)(load_images(paths, run.image_size, run.preprocessing)).numpy()
+
+
+def test_the_twin_learns_and_the_run_records_its_scorer_and_thresholds(siamese_run) -> None:
+    from edgetl.network.similarity import Scorer
+
+    manifest = json.loads((siamese_run / "manifest.json").read_text())
+    history = manifest["history"]
+    assert max(e["val_accuracy"] for e in history) >= 0.9, history  # pair accuracy on the fixed validation pairs
+    similarity = manifest["similarity"]
+    scorer = Scorer.from_json(similarity["scorer"])
+    assert scorer.kind == "weighted_l1" and len(scorer.weights) == 128
+    assert similarity["pairs"]["roc_auc"] >= 0.9 and "threshold" in similarity["unknown"]
+    assert similarity["pairs"]["pairs"] == {"same": 2 * 190, "different": 400}  # every pair of the 40 images
+    # The refitted scorer ranks pairs of new images of the training classes: same above different.
+    a, b = _embed(siamese_run, _images(siamese_run.parent / "x", 0, range(30, 34))), \
+        _embed(siamese_run, _images(siamese_run.parent / "x", 1, range(30, 34)))
+    assert scorer.score(a[:2], a[2:]).min() > scorer.score(a, b).max()
+
+
+def test_verify_through_the_cli(siamese_run, tmp_path) -> None:
+    from edgetl.network.similarity import Scorer
+
+    zero, one = _images(tmp_path, 0, range(40, 42)), _images(tmp_path, 1, range(40, 41))
+    results = {}
+    for name, pair in (("same", zero), ("different", [zero[0], one[0]])):
+        done = run_cli("verify", str(siamese_run), *pair, "--json")
+        assert done.returncode == 0, done.stderr
+        results[name] = json.loads(done.stdout)
+    threshold = json.loads((siamese_run / "manifest.json").read_text())["similarity"]["pairs"]["threshold"]
+    scorer = Scorer.from_json(json.loads((siamese_run / "manifest.json").read_text())["similarity"]["scorer"])
+    embeddings = _embed(siamese_run, zero + one)
+    assert results["same"]["score"] == pytest.approx(float(scorer.score(embeddings[0], embeddings[1])), abs=1e-4)
+    assert results["same"]["threshold"] == threshold
+    assert results["same"]["same"] is True and results["different"]["same"] is False
+    done = run_cli("verify", str(siamese_run), zero[0], one[0])  # the text form says the same
+    assert done.returncode == 0 and done.stdout.startswith("different: score"), done.stdout
+
+
+def test_verify_refuses_bad_input_in_one_line(run, siamese_run, tmp_path) -> None:
+    image = _images(tmp_path, 0, range(1))[0]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    for args, expected in (([str(siamese_run), image, str(tmp_path / "missing.png")], "missing.png: no such file"),
+                           ([str(siamese_run), image, str(tmp_path / "broken.png")], "broken.png"),
+                           ([str(run), image, image], "no calibrated threshold")):
+        done = run_cli("verify", *args)
+        assert done.returncode == 2, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and expected in errors[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_classify_rejects_unseen_classes_more_than_known_ones(siamese_run, tmp_path) -> None:
+    known = _images(tmp_path, 0, range(50, 60)) + _images(tmp_path, 1, range(50, 60))
+    unseen = _images(tmp_path, 2, range(50, 60)) + _images(tmp_path, 3, range(50, 60))
+    done = run_cli("classify", str(siamese_run), *known, *unseen, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    threshold = rows[0]["unknown_threshold"]
+    assert all((row["label"] == "unknown") == (row["cosine"] < threshold) for row in rows)
+    rejected = [row["label"] == "unknown" for row in rows]
+    assert np.mean(rejected[20:]) > np.mean(rejected[:20]), rows
+    assert all(row["label"] in ("unknown", f"class_{i // 10}") for i, row in enumerate(rows[:20]))
+
+
+def test_calibrate_moves_the_threshold_with_far_and_keeps_the_run_valid(siamese_run, tmp_path) -> None:
+    import shutil
+
+    from edgetl.artifacts.run_dir import Run
+
+    run_path = tmp_path / "run"
+    shutil.copytree(siamese_run, run_path)
+    strict = json.loads(run_cli("calibrate", str(run_path), "--far", "0.01", "--json").stdout)
+    loose = run_cli("calibrate", str(run_path), "--far", "0.3", "--json")
+    assert loose.returncode == 0, loose.stderr
+    loose = json.loads(loose.stdout)
+    assert loose["pairs"]["threshold"] <= strict["pairs"]["threshold"]
+    assert loose["pairs"]["far"] <= 0.3 and loose["pairs"]["tar"] >= strict["pairs"]["tar"]
+    run = Run.open(run_path)  # the manifest still verifies every file
+    assert run.manifest.sections["similarity"]["pairs"]["far_target"] == 0.3
+    # New classes: the pair threshold is recalibrated on them; the unknown threshold (needs the run's classes) stays.
+    new = write_image_folder(tmp_path / "new", classes=4, per_class=6)
+    for known in ("class_0", "class_1"):
+        shutil.rmtree(new / known)
+    done = run_cli("calibrate", str(run_path), "--data", str(new), "--json")
+    assert done.returncode == 0, done.stderr
+    section = json.loads(done.stdout)
+    assert section["calibrated_on"] == str(new.resolve()) and section["pairs"]["pairs"]["same"] == 2 * 15
+    assert section["unknown"] == loose["unknown"]
+    assert run_cli("calibrate", str(run_path), "--far", "1.5").returncode == 2
+
+
+def test_evaluate_runs_episodes_on_unseen_classes_beside_the_backbone_features(siamese_run, tmp_path) -> None:
+    import shutil
+
+    unseen = write_image_folder(tmp_path / "unseen", classes=4, per_class=8)
+    for known in ("class_0", "class_1"):
+        shutil.rmtree(unseen / known)
+    done = run_cli("evaluate", str(siamese_run), "--data", str(unseen), "--way", "2", "--shot", "1",
+                   "--episodes", "40", "--json", "--no-baseline")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["classes_seen_in_training"] == [] and result["episodes"] == 40
+    model = result["model"]
+    assert 0.5 <= model["accuracy"] <= 1.0 and model["ci95"] >= 0 and 0 <= model["roc_auc"] <= 1
+    assert {"far", "tar", "threshold"} <= set(model["at_run_threshold"])
+    done = run_cli("evaluate", str(siamese_run), "--data", str(unseen), "--way", "3")
+    assert done.returncode == 2 and "lower --way" in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(siamese_run, tmp_path_factory) -> tuple[Path, object]:
+    """A copy of the siamese run with its float TFLite export."""
+    import shutil
+
+    run_path = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(siamese_run, run_path)
+    return run_path, edgetl.export(str(run_path), format="tflite", quantize="none", verify_size=16)
+
+
+def test_exported_embedding_decides_like_the_run_and_carries_embedder_metadata(exported, tmp_path) -> None:
+    from edgetl.converters.tflite_metadata import read_metadata
+
+    run_path, artifact = exported
+    folder = run_path / "artifacts" / "tflite-none"
+    facts = artifact.sections["prototypes"]
+    assert facts["decision_agreement"] == 1.0 and facts["embedding_min_cosine"] >= 0.999
+    table = json.loads((folder / "prototypes.json").read_text())
+    manifest = json.loads((run_path / "manifest.json").read_text())
+    assert table["similarity"]["verify"]["threshold"] == manifest["similarity"]["pairs"]["threshold"]
+    assert table["similarity"]["scorer"]["weights"] == manifest["similarity"]["scorer"]["weights"]
+    metadata = read_metadata((folder / "embedding.tflite").read_bytes())
+    assert metadata["output_name"] == "embedding" and metadata["labels"] == []
+    assert metadata["mean"] == pytest.approx(manifest["backbone"]["preprocessing"]["mean"])
+    pair = _images(tmp_path, 0, range(70, 71)) + _images(tmp_path, 1, range(70, 71))
+    from_run, from_file = edgetl.verify(str(run_path), *pair), edgetl.verify(str(folder / "embedding.tflite"), *pair)
+    assert from_file["score"] == pytest.approx(from_run["score"], abs=1e-4) and from_file["same"] == from_run["same"]
+
+
+MEDIAPIPE_EMBEDDER = """
+import json, sys
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
+
+job = json.load(open(sys.argv[1]))
+options = vision.ImageEmbedderOptions(base_options=BaseOptions(model_asset_path=job["model"]), l2_normalize=True)
+with vision.ImageEmbedder.create_from_options(options) as embedder:
+    found = [embedder.embed(mp.Image.create_from_file(p)).embeddings[0] for p in job["images"]]
+    cosines = [vision.ImageEmbedder.cosine_similarity(found[a], found[b]) for a, b in job["pairs"]]
+json.dump({"cosines": cosines, "embeddings": [list(map(float, e.embedding)) for e in found]}, open(sys.argv[2], "w"))
+"""
+
+
+def test_mediapipe_image_embedder_runs_the_embedding_file_unmodified(exported, mediapipe_python, tmp_path) -> None:
+    """The float embedding.tflite in MediaPipe Tasks (mediapipe==MEDIAPIPE_VERSION), as shipped: its embeddings
+    are edgetl's (cosine_similarity equals the cosine of edgetl's), and the run's scorer on them makes
+    edgetl verify's decisions."""
+    import itertools
+
+    from edgetl.artifacts.run_dir import Run
+    from edgetl.network.similarity import COSINE, Scorer
+
+    run_path, _ = exported
+    folder = run_path / "artifacts" / "tflite-none"
+    size = Run.open(run_path).image_size  # images at the model's size: no resampling difference between the two
+    images = _images(tmp_path / "img", 0, range(80, 83), size) + _images(tmp_path / "img", 1, range(80, 83), size)
+    pairs = list(itertools.combinations(range(len(images)), 2))
+    job = {"model": str(folder / "embedding.tflite"), "images": images, "pairs": pairs}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "runner.py").write_text(MEDIAPIPE_EMBEDDER)
+    run_or_fail([str(mediapipe_python), str(tmp_path / "runner.py"), str(tmp_path / "job.json"),
+                 str(tmp_path / "out.json")], f"MediaPipe {MEDIAPIPE_VERSION} ImageEmbedder", 300)
+    out = json.loads((tmp_path / "out.json").read_text())
+    embeddings = np.asarray(out["embeddings"], np.float32)
+    ours = _embed(run_path, images)
+    np.testing.assert_allclose(out["cosines"], [float(COSINE.score(ours[a], ours[b])) for a, b in pairs], atol=2e-3)
+    scorer = Scorer.from_json(json.loads((folder / "prototypes.json").read_text())["similarity"]["scorer"])
+    verdicts = [edgetl.verify(str(folder), images[a], images[b]) for a, b in pairs]
+    threshold = verdicts[0]["threshold"]
+    np.testing.assert_allclose([float(scorer.score(embeddings[a], embeddings[b])) for a, b in pairs],
+                               [v["score"] for v in verdicts], atol=2e-3)
+    assert [float(scorer.score(embeddings[a], embeddings[b])) >= threshold for a, b in pairs] == \
+        [v["same"] for v in verdicts]
