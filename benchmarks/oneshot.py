@@ -158,10 +158,10 @@ def render(results: dict[str, Any]) -> str:
                   "embedding ms fp32 / int8 (1 thread) |", "|---|---:|---:|---:|---:|---:|"]
     for head, doc in results["heads"].items():
         checks, latency = doc.get("int8_embedding_checks", {}), doc["latency_ms"]
-        int8_ms = f"{latency['int8']['p50']:.3f}" if "int8" in latency else "-"
+        int8_ms = f"{latency['int8']['p50_ms']:.3f}" if "int8" in latency else "-"
         lines.append(f"| {head} | {doc['train_seconds']:.0f} | {doc['val_accuracy']:.4f} | "
                      f"{checks.get('embedding_mean_cosine', float('nan')):.4f} | "
-                     f"{checks.get('decision_agreement', float('nan')):.4f} | {latency['fp32']['p50']:.3f} / {int8_ms} |")
+                     f"{checks.get('decision_agreement', float('nan')):.4f} | {latency['fp32']['p50_ms']:.3f} / {int8_ms} |")
     return "\n".join(lines)
 
 

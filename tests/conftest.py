@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -151,3 +152,33 @@ def mediapipe_python() -> Path:
 
     name = f"mediapipe-{MEDIAPIPE_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"
     return build_once(name, build) / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """The Node client's npm packages, installed once from the bundle's own package.json and .npmrc.
+
+    Without node and npm on PATH the Node tests skip, except under CI (CI set), where they fail; an npm
+    install that fails (offline, registry down) always fails."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        reason = "Node.js (node and npm) not found on PATH; install Node.js 18 or newer"
+        if "CI" in os.environ:
+            pytest.fail(f"CI is set: {reason}")
+        pytest.skip(reason)
+    from importlib.resources import files
+
+    source = files("edgetl.bundling.clients")
+    package, npmrc = source.joinpath("node_package.json").read_text(), source.joinpath("node_npmrc").read_text()
+
+    def build(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        (folder / "package.json").write_text(package)
+        (folder / ".npmrc").write_text(npmrc)
+        run_or_fail([npm, "install", "--no-audit", "--no-fund"], "npm install of the bundle's Node client", 900,
+                    cwd=folder)
+        run_or_fail([node, "-e", "require('onnxruntime-node'); require('pngjs'); require('jpeg-js')"],
+                    "loading the npm packages", 120, cwd=folder)
+
+    key = hashlib.sha256((package + npmrc).encode()).hexdigest()[:12]
+    return build_once(f"node-client-{key}", build) / "node_modules"

@@ -8,13 +8,10 @@ files in its own virtualenv (tests/conftest.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ import edgetl
 from edgetl.artifacts.manifest import read_manifest, sha256_of
 from edgetl.artifacts.run_dir import Run, load_images
 from edgetl.targets import open_session
-from tests.conftest import MEDIAPIPE_RUNNER, build_once, clean_env, run_cli, run_or_fail
+from tests.conftest import MEDIAPIPE_RUNNER, clean_env, run_cli, run_or_fail
 
 FROM_EXPORTED = [f"{fmt}-{mode}" for fmt in ("tflite", "onnx") for mode in ("none", "fp16", "dynamic", "int8")]
 INT8_IO = "tflite-int8-int8io"  # made by `edgetl export ... --io-dtype int8 --bundle DIR`
@@ -239,34 +236,6 @@ def test_the_python_client_decodes_and_resizes_exactly_as_training(tmp_path):
         assert ours.shape == training.shape == ((40, 24, 3) if orientation >= 5 else (24, 40, 3))
         # Training's JPEG decode uses libjpeg's fast IDCT, Pillow the accurate one: close, not equal.
         assert np.abs(ours.astype(int) - training).mean() < 4, orientation
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """The Node client's npm packages, installed once from the bundle's own package.json and .npmrc.
-
-    Without node and npm on PATH the Node tests skip, except under CI (CI set), where they fail; an npm
-    install that fails (offline, registry down) always fails."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not (node and npm):
-        reason = "Node.js (node and npm) not found on PATH; install Node.js 18 or newer"
-        if "CI" in os.environ:
-            pytest.fail(f"CI is set: {reason}")
-        pytest.skip(reason)
-    source = files("edgetl.bundling.clients")
-    package, npmrc = source.joinpath("node_package.json").read_text(), source.joinpath("node_npmrc").read_text()
-
-    def build(folder: Path) -> None:
-        folder.mkdir(parents=True)
-        (folder / "package.json").write_text(package)
-        (folder / ".npmrc").write_text(npmrc)
-        run_or_fail([npm, "install", "--no-audit", "--no-fund"], "npm install of the bundle's Node client", 900,
-                    cwd=folder)
-        run_or_fail([node, "-e", "require('onnxruntime-node'); require('pngjs'); require('jpeg-js')"],
-                    "loading the npm packages", 120, cwd=folder)
-
-    key = hashlib.sha256((package + npmrc).encode()).hexdigest()[:12]
-    return build_once(f"node-client-{key}", build) / "node_modules"
 
 
 def node_client(folder: Path, node_modules: Path, *args: str) -> subprocess.CompletedProcess:

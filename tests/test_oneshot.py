@@ -225,3 +225,34 @@ def test_mediapipe_image_embedder_runs_the_embedding_file_unmodified(exported, m
                                [v["score"] for v in verdicts], atol=2e-3)
     assert [float(scorer.score(embeddings[a], embeddings[b])) >= threshold for a, b in pairs] == \
         [v["same"] for v in verdicts]
+
+
+def test_bundle_clients_verify_with_the_threshold_baked_in(exported, node_modules, tmp_path) -> None:
+    """The bundle of a siamese artifact: the Python (LiteRT) and Node (onnxruntime-node) clients reproduce every
+    test-vector pair's score and decision in --selftest, and --verify decides as edgetl verify does."""
+    from tests.test_bundle import node_client, python_client
+
+    run_path, _ = exported
+    edgetl.export(str(run_path), format="onnx", quantize="none", verify_size=16)
+    pair = _images(tmp_path / "img", 0, range(90, 91)) + _images(tmp_path / "img", 1, range(90, 91))
+    same_class = _images(tmp_path / "img", 0, range(91, 93))
+    for variant, run_client in (("tflite-none", python_client),
+                                ("onnx-none", lambda folder, *args: node_client(folder, node_modules, *args))):
+        bundle = tmp_path / variant
+        edgetl.bundle(str(run_path / "artifacts" / variant), str(bundle))
+        spec = json.loads((bundle / "model.json").read_text())
+        assert spec["embedding"]["similarity"]["scorer"]["kind"] == "weighted_l1"
+        done = run_client(bundle, "--selftest")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "  ok    verify: 15 pairs, same decisions" in done.stdout, done.stdout
+        for images in (pair, same_class):
+            done = run_client(bundle, "--verify", *images)
+            assert done.returncode == 0, done.stdout + done.stderr
+            ours = edgetl.verify(str(run_path / "artifacts" / variant), *images)
+            assert done.stdout.strip().startswith(f"{'same' if ours['same'] else 'different'}: score "
+                                                  f"{ours['score']:.4f}"), (done.stdout, ours)
+    expected = json.loads((tmp_path / "tflite-none" / "test_vectors" / "expected.json").read_text())
+    expected["verify"]["pairs"][3]["score"] += 0.5  # a client that disagrees must fail and say where
+    (tmp_path / "tflite-none" / "test_vectors" / "expected.json").write_text(json.dumps(expected))
+    done = python_client(tmp_path / "tflite-none", "--selftest")
+    assert done.returncode == 1 and "FAIL  verify" in done.stdout and "1 of 15 verify pairs" in done.stdout, done.stdout

@@ -44,9 +44,9 @@ def model_spec(model_path: Path, manifest: Manifest, run: Any, artifact: Path) -
         "schema": SPEC_SCHEMA, "schema_version": 1,
         "model_file": model_path.name, "format": kind["format"], "quantize": kind["quantize"],
         "variant": kind["variant"], "runtime": session.runtime,
-        "input": _tensor(session.inputs[0], [1, 3, size, size] if nchw else [1, size, size, 3])
+        "input": tensor_spec(session.inputs[0], [1, 3, size, size] if nchw else [1, size, size, 3])
         | {"layout": "NCHW" if nchw else "NHWC"},
-        "output": _tensor(session.outputs[0], [1, len(run.labels)]) | {
+        "output": tensor_spec(session.outputs[0], [1, len(run.labels)]) | {
             "meaning": "softmax probabilities (they sum to 1) of the classes in labels.txt, in its line order",
             "labels_file": "labels.txt", "classes": len(run.labels)},
         "preprocessing": {
@@ -89,7 +89,7 @@ def runtime_settings(artifact: Path, run: Any) -> dict[str, Any]:
                                        "count (time it with `edgetl bench`)"}
 
 
-def _tensor(info: Any, shape: list[int]) -> dict[str, Any]:
+def tensor_spec(info: Any, shape: list[int]) -> dict[str, Any]:
     quantization = {"scale": info.scale, "zero_point": info.zero_point} if info.scale else None
     return {"name": info.name, "shape": shape, "model_shape": [d if d else None for d in info.shape],
             "dtype": info.dtype, "quantization": quantization}

@@ -200,6 +200,61 @@ async function openModel(spec, threads) {
 }
 
 // Numbers printed as the Python clients print them (%.3g, %.2e, %g), so outputs can be compared line by line.
+// The embedding model of a prototype or siamese run's bundle (model.json's `embedding`): unit-length vectors.
+async function openEmbedder(spec, threads) {
+  const ort = need('onnxruntime-node');
+  const section = spec.embedding;
+  const options = { executionProviders: ['cpu'], logSeverityLevel: 3 };
+  if (threads) options.intraOpNumThreads = threads;
+  const session = await ort.InferenceSession.create(path.join(BUNDLE, section.model_file), options);
+  return {
+    async embed(file) {
+      const tensor = new ort.Tensor(section.input.dtype, toInput(preprocess(file, spec), section.input), spec.input.shape);
+      const result = await session.run({ [session.inputNames[0]]: tensor });
+      const vector = fromOutput(result[session.outputNames[0]].data, section.output);
+      const length = Math.max(Math.sqrt(vector.reduce((sum, v) => sum + v * v, 0)), 1e-12);
+      return vector.map((v) => v / length);
+    },
+  };
+}
+
+// How alike two unit-length embeddings are (higher: more alike), by the run's scorer (model.json).
+function score(first, second, scorer) {
+  if (scorer.kind === 'cosine') return first.reduce((sum, v, i) => sum + v * second[i], 0);
+  const logit = first.reduce((sum, v, i) => sum + Math.abs(v - second[i]) * scorer.weights[i], 0) + scorer.bias;
+  return 1 / (1 + Math.exp(-logit));
+}
+
+// Are two image files the same thing, at the threshold edgetl calibrated? { score, same }
+async function verify(embedder, spec, first, second) {
+  const similarity = spec.embedding.similarity;
+  const value = score(await embedder.embed(first), await embedder.embed(second), similarity.scorer);
+  return { score: value, same: value >= similarity.verify.threshold };
+}
+
+async function selftestPairs(embedder, spec, expected) {
+  const check = expected.verify;
+  const vectors = {};
+  let failed = 0;
+  let worst = 0;
+  for (const pair of check.pairs) {
+    for (const name of [pair.first, pair.second]) {
+      if (!vectors[name]) vectors[name] = await embedder.embed(path.join(BUNDLE, 'test_vectors', name));
+    }
+    const value = score(vectors[pair.first], vectors[pair.second], spec.embedding.similarity.scorer);
+    const diff = Math.abs(value - pair.score);
+    worst = Math.max(worst, diff);
+    const flipped = (value >= check.threshold) !== pair.same && Math.abs(pair.score - check.threshold) > check.tolerance;
+    if (diff > check.tolerance || flipped) {
+      failed += 1;
+      console.log(`  FAIL  verify ${pair.first} ${pair.second}: score ${value.toFixed(6)}, expected ` +
+        `${pair.score.toFixed(6)} (${pair.same ? 'same' : 'different'})`);
+    }
+  }
+  if (!failed) console.log(`  ok    verify: ${check.pairs.length} pairs, same decisions, max |score diff| ${e2(worst)}`);
+  return failed;
+}
+
 const e2 = (x) => x.toExponential(2).replace(/e([+-])(\d)$/, 'e$10$2');
 function g3(x) {
   if (x === 0 || !Number.isFinite(x)) return String(x);
@@ -232,7 +287,7 @@ function compare(got, want, tolerance, labels) {
   return { problems, maxDiff: Math.max(...diffs) };
 }
 
-async function selftest(model, spec, labels) {
+async function selftest(model, spec, labels, embedder) {
   const folder = path.join(BUNDLE, 'test_vectors');
   const expected = JSON.parse(fs.readFileSync(path.join(folder, 'expected.json'), 'utf8'));
   const tolerance = expected.tolerance.max_abs_diff;
@@ -251,6 +306,11 @@ async function selftest(model, spec, labels) {
       console.log(`  ok    ${vector.file}: top-1 ${labels[argmax(probabilities)]}, max |diff| ${e2(maxDiff)}`);
     }
   }
+  const pairsFailed = embedder && expected.verify ? await selftestPairs(embedder, spec, expected) : 0;
+  if (pairsFailed) {
+    console.log(`selftest FAILED: ${pairsFailed} of ${expected.verify.pairs.length} verify pairs differ from expected.json`);
+    return 1;
+  }
   if (failed) {
     console.log(`selftest FAILED: ${failed} of ${expected.vectors.length} test vectors differ from expected.json`);
     return 1;
@@ -260,10 +320,14 @@ async function selftest(model, spec, labels) {
 }
 
 function parseArgs(argv) {
-  const args = { images: [], topK: 3, threads: 0, selftest: false };
+  const args = { images: [], topK: 3, threads: 0, selftest: false, verify: null };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--selftest') args.selftest = true;
+    else if (arg === '--verify') {
+      args.verify = [argv[++i], argv[++i]];
+      if (args.verify.some((file) => !file || file.startsWith('-'))) throw new ClientError('--verify: give two image files');
+    }
     else if (arg === '--top-k' || arg === '--threads') {
       const value = Number(argv[++i]);
       if (!Number.isInteger(value) || value < (arg === '--top-k' ? 1 : 0)) throw new ClientError(`${arg}: expected a whole number`);
@@ -272,22 +336,37 @@ function parseArgs(argv) {
     else if (arg.startsWith('-')) throw new ClientError(`unknown option ${arg} (see --help)`);
     else args.images.push(arg);
   }
-  if (!args.help && !args.selftest && !args.images.length) throw new ClientError('give image files to classify, or --selftest');
+  if (!args.help && !args.selftest && !args.verify && !args.images.length) {
+    throw new ClientError('give image files to classify, --verify A B, or --selftest');
+  }
   return args;
 }
 
 async function main(argv) {
   const args = parseArgs(argv);
   if (args.help) {
-    console.log('usage: node client.js [--top-k K] [--threads N] IMAGE... | node client.js --selftest');
+    console.log('usage: node client.js [--top-k K] [--threads N] IMAGE... | node client.js --verify A B | ' +
+      'node client.js --selftest');
     return 0;
   }
   const spec = JSON.parse(fs.readFileSync(path.join(BUNDLE, 'model.json'), 'utf8'));
   const labels = fs.readFileSync(path.join(BUNDLE, spec.output.labels_file), 'utf8').split(/\r?\n/);
   if (labels[labels.length - 1] === '') labels.pop();
   // Default: the thread count edgetl measured fastest for this file (model.json), else the runtime's.
-  const model = await openModel(spec, args.threads || (spec.runtime_settings || {}).threads || 0);
-  if (args.selftest) return selftest(model, spec, labels);
+  const threads = args.threads || (spec.runtime_settings || {}).threads || 0;
+  const model = await openModel(spec, threads);
+  const embedder = spec.embedding ? await openEmbedder(spec, threads) : null;
+  if (args.selftest) return selftest(model, spec, labels, embedder);
+  if (args.verify) {
+    if (!embedder || !(spec.embedding.similarity || {}).verify) {
+      throw new ClientError('this bundle has no calibrated embedding model; --verify needs the bundle of a prototype ' +
+        'or siamese run (edgetl train --head prototype|siamese)');
+    }
+    const { score: value, same } = await verify(embedder, spec, ...args.verify);
+    const threshold = spec.embedding.similarity.verify.threshold;
+    console.log(`${same ? 'same' : 'different'}: score ${value.toFixed(4)} ${same ? '>=' : '<'} threshold ${threshold.toFixed(4)}`);
+    return 0;
+  }
   for (const file of args.images) {
     const { probabilities } = await model.classify(file);
     console.log(file);

@@ -122,7 +122,53 @@ def compare(got, vector, tolerance, labels):
     return problems
 
 
-def selftest(runtime, spec, labels):
+def embed(runtime, spec, path):
+    """The unit-length embedding of one image file (model.json's `embedding` section says how)."""
+    section = spec["embedding"]
+    raw = runtime.run(quantize(preprocess(path, spec), section["input"]))
+    vector = dequantize(np.asarray(raw).reshape(-1), section["output"])
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def score(first, second, scorer):
+    """How alike two unit-length embeddings are (higher: more alike), by the run's scorer."""
+    if scorer["kind"] == "cosine":
+        return float(np.dot(first, second))
+    logit = float(np.abs(first - second) @ np.asarray(scorer["weights"], np.float32)) + scorer["bias"]
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def verify(embedder, spec, first, second):
+    """(score, same): are the two image files the same thing, at the threshold edgetl calibrated."""
+    similarity = spec["embedding"]["similarity"]
+    value = score(embed(embedder, spec, first), embed(embedder, spec, second), similarity["scorer"])
+    return value, value >= similarity["verify"]["threshold"]
+
+
+def selftest_pairs(embedder, spec, expected):
+    """Every test-vector pair's score and decision against expected.json's `verify`; returns the failures."""
+    check = expected["verify"]
+    tolerance, threshold = check["tolerance"], check["threshold"]
+    vectors = {}
+    failed, worst = 0, 0.0
+    for pair in check["pairs"]:
+        for name in (pair["first"], pair["second"]):
+            if name not in vectors:
+                vectors[name] = embed(embedder, spec, HERE / "test_vectors" / name)
+        value = score(vectors[pair["first"]], vectors[pair["second"]], spec["embedding"]["similarity"]["scorer"])
+        diff = abs(value - pair["score"])
+        worst = max(worst, diff)
+        flipped = (value >= threshold) != pair["same"] and abs(pair["score"] - threshold) > tolerance
+        if diff > tolerance or flipped:
+            failed += 1
+            print(f"  FAIL  verify {pair['first']} {pair['second']}: score {value:.6f}, expected "
+                  f"{pair['score']:.6f} ({'same' if pair['same'] else 'different'})")
+    if not failed:
+        print(f"  ok    verify: {len(check['pairs'])} pairs, same decisions, max |score diff| {worst:.2e}")
+    return failed
+
+
+def selftest(runtime, spec, labels, embedder=None):
     expected = json.loads((HERE / "test_vectors" / "expected.json").read_text(encoding="utf-8"))
     tolerance = float(expected["tolerance"]["max_abs_diff"])
     vectors = expected["vectors"]
@@ -142,6 +188,11 @@ def selftest(runtime, spec, labels):
             print(f"  FAIL  {vector['file']}: {'; '.join(problems)}{hint}")
         else:
             print(f"  ok    {vector['file']}: top-1 {labels[int(np.argmax(got))]}, max |diff| {diff:.2e}")
+    pairs_failed = selftest_pairs(embedder, spec, expected) if embedder and "verify" in expected else 0
+    if pairs_failed:
+        print(f"selftest FAILED: {pairs_failed} of {len(expected['verify']['pairs'])} verify pairs differ from "
+              f"expected.json")
+        return 1
     if failed:
         print(f"selftest FAILED: {failed} of {len(vectors)} test vectors differ from expected.json")
         return 1
@@ -165,11 +216,13 @@ def main(runtime_class, argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="inference threads [model.json's runtime_settings.threads: what edgetl measured "
                              "fastest, else the runtime default]")
+    parser.add_argument("--verify", nargs=2, metavar=("A", "B"),
+                        help="are two image files the same thing? (bundles of prototype and siamese runs)")
     parser.add_argument("--selftest", action="store_true",
                         help="run every test vector and compare with test_vectors/expected.json; exit 1 on a mismatch")
     args = parser.parse_args(argv)
-    if not args.selftest and not args.images:
-        parser.error("give image files to classify, or --selftest")
+    if not args.selftest and not args.images and not args.verify:
+        parser.error("give image files to classify, --verify A B, or --selftest")
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
     try:
@@ -177,8 +230,18 @@ def main(runtime_class, argv=None):
         labels = (HERE / spec["output"]["labels_file"]).read_text(encoding="utf-8").splitlines()
         threads = args.threads or (spec.get("runtime_settings") or {}).get("threads")
         runtime = runtime_class(HERE / spec["model_file"], threads)
+        embedder = runtime_class(HERE / spec["embedding"]["model_file"], threads) if "embedding" in spec else None
         if args.selftest:
-            return selftest(runtime, spec, labels)
+            return selftest(runtime, spec, labels, embedder)
+        if args.verify:
+            if not embedder or not (spec["embedding"].get("similarity") or {}).get("verify"):
+                raise ClientError("this bundle has no calibrated embedding model; --verify needs the bundle of a "
+                                  "prototype or siamese run (edgetl train --head prototype|siamese)")
+            value, same = verify(embedder, spec, *args.verify)
+            threshold = spec["embedding"]["similarity"]["verify"]["threshold"]
+            print(f"{'same' if same else 'different'}: score {value:.4f} {'>=' if same else '<'} threshold "
+                  f"{threshold:.4f}")
+            return 0
         top_k(runtime, spec, labels, args.images, args.top_k)
     except (ClientError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
