@@ -56,8 +56,9 @@ def evaluate(path: str | Path, data: str | Path, way: int = 5, shot: int = 1, qu
               "model": _measure(embeddings, labels, plan, embedder.scorer, embedder) | {"path": str(embedder.path)}}
     if baseline:
         result["imagenet_features"] = _baseline(embedder, list(index.paths), labels, plan)
-        if "accuracy" in result["imagenet_features"]:
-            result["gain"] = _paired_gain(result["model"].pop("_episodes"), result["imagenet_features"].pop("_episodes"))
+        raw = result["imagenet_features"]
+        if "accuracy" in raw:
+            result["gain"] = _paired_gain(result["model"].pop("_episodes"), raw.pop("_episodes"))
     result["model"].pop("_episodes", None)
     return result
 
@@ -111,7 +112,15 @@ def _baseline(embedder: Embedder, paths: list[str], labels: np.ndarray, plan: li
     from edgetl.network.heads import embedding_model
     from edgetl.network.model import build_classifier
 
+    from edgetl.backbones.lite_imagenet import offline_backbones
+
     backbone = embedder.backbone
+    if embedder.started_from != "imagenet" and backbone["name"] not in offline_backbones():
+        # Only a run that asked for ImageNet weights may download them (no network the user did not ask for).
+        reason = (f"{backbone['name']} ImageNet weights are not installed and this model did not start from them; "
+                  f"the baseline would download them")
+        say(f"imagenet features baseline skipped: {reason}")
+        return {"skipped": reason}
     try:
         model = build_classifier(get_backbone(backbone["name"]), embedder.image_size, backbone.get("alpha", 1.0), 2,
                                  imagenet=True, dropout=0.0, head="linear")
@@ -121,7 +130,7 @@ def _baseline(embedder: Embedder, paths: list[str], labels: np.ndarray, plan: li
         return {"skipped": reason}
     features = embedding_model(model)
     raw = Embedder(embedder.path, "imagenet", embedder.image_size, embedder.preprocessing, None, [], None, backbone,
-                   [], lambda images: features(images, training=False).numpy())
+                   [], "imagenet", lambda images: features(images, training=False).numpy())
     return _measure(raw.embed(paths), labels, plan, COSINE, None) | {"backbone": backbone["name"]}
 
 

@@ -36,6 +36,7 @@ class Embedder:
     prototypes: np.ndarray | None
     backbone: dict[str, Any]
     run_classes: list[str]  # the classes the model was trained on
+    started_from: str | None  # the run's --weights (None for an exported file)
     embed_images: Callable[[np.ndarray], np.ndarray]
 
     @property
@@ -82,7 +83,7 @@ def _run_embedder(run: Run) -> Embedder:
     table = model.get_layer(PROTOTYPE_LAYER).get_weights()[0].T.copy() if PROTOTYPE_LAYER in names else None
     return Embedder(run.path, "run", run.image_size, run.preprocessing, run.manifest.sections.get("similarity"),
                     run.labels, table, run.manifest.sections["backbone"], run.labels,
-                    lambda images: embedder(images, training=False).numpy())
+                    run.manifest.options.get("weights"), lambda images: embedder(images, training=False).numpy())
 
 
 def _artifact_embedder(folder: Path, manifest: Manifest) -> Embedder:
@@ -103,9 +104,10 @@ def _artifact_embedder(folder: Path, manifest: Manifest) -> Embedder:
     backbone = manifest.sections["backbone"]
     preprocessing = Preprocessing(mean=tuple(backbone["preprocessing"]["mean"]),
                                   std=tuple(backbone["preprocessing"]["std"]))
-    return Embedder(folder, "artifact", int(backbone["image_size"]), preprocessing, _from_table(table.get("similarity")),
+    similarity = _from_table(table.get("similarity"))
+    return Embedder(folder, "artifact", int(backbone["image_size"]), preprocessing, similarity,
                     table["labels"], np.asarray(table["vectors"], np.float32), backbone,
-                    list(manifest.sections.get("labels", table["labels"])), embed)
+                    list(manifest.sections.get("labels", table["labels"])), None, embed)
 
 
 def _from_table(doc: dict[str, Any] | None) -> dict[str, Any] | None:

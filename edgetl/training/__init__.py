@@ -2,7 +2,7 @@
 the run itself (`trainer`: data, model, phases, manifest), one training phase (`phases`), head-only
 training on cached backbone features (`feature_cache`), regularizers, clipping and per-layer rates
 (`constraints`), precise BatchNorm statistics (`batchnorm`), prototype heads and `edgetl enroll`
-(`prototypes`), multi-task labels and metrics (`multitask`), multi-GPU and multi-worker training
+(`prototypes`), the siamese head's pairs and twin network (`siamese`), multi-task labels and metrics (`multitask`), multi-GPU and multi-worker training
 (`distribute`, `tf_config`) and the did-it-learn check (`learning_check`).
 
 May import: the ground (base modules, data, backbones, network, artifacts, converters, targets) and

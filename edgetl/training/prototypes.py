@@ -164,7 +164,8 @@ def export_embedding(converter: Any, source: Any, options: Any, directory: Path,
     and check the embedding file against Keras on `images`: for float files every embedding, for
     quantized ones the mean cosine, the class each embedding picks from the table (top-1 agreement, as
     for the classifier) and the same/different decision on every pair of the images at the run's
-    calibrated threshold (below QUANTIZED_MEAN_COSINE / MIN_DECISION_AGREEMENT: a warning). Returns the facts for the manifest, with `problems` (the file is wrong) and
+    calibrated threshold (below QUANTIZED_MEAN_COSINE / MIN_DECISION_AGREEMENT: a warning). Returns the
+    facts for the manifest, with `problems` (the file is wrong) and
     `numeric_problems` (a quantized file's accuracy shortfalls) for the exporter's verdict."""
     import dataclasses
     import json
@@ -199,8 +200,9 @@ def export_embedding(converter: Any, source: Any, options: Any, directory: Path,
         facts["decision_agreement"] = round(float(np.mean(decided[0] == decided[1])), 5)
         facts["decision_pairs"] = int(len(first))
         if facts["decision_agreement"] < MIN_DECISION_AGREEMENT:
-            (warnings if options.quantize != "none" else problems).append(f"same/different decisions agree with the Keras model's on {facts['decision_agreement']:.4f}"
-                            f" of {len(first)} pairs (< {MIN_DECISION_AGREEMENT})")
+            (warnings if options.quantize != "none" else problems).append(
+                f"same/different decisions agree with the Keras model's on {facts['decision_agreement']:.4f}"
+                f" of {len(first)} pairs (< {MIN_DECISION_AGREEMENT})")
     if options.quantize == "none" and facts["embedding_min_cosine"] < FLOAT_MIN_COSINE:
         problems.append(f"embeddings differ from the Keras model's (min cosine {cosines.min():.5f} < "
                         f"{FLOAT_MIN_COSINE} on {len(images)} images)")
@@ -215,7 +217,8 @@ def export_embedding(converter: Any, source: Any, options: Any, directory: Path,
         facts["warnings"] = [f"{name}: {w}; for verification apps prefer --quantize fp16 or dynamic" for w in warnings]
         for warning in facts["warnings"]:
             say(f"warning: {warning}")
-    return facts | {"problems": [f"{name}: {p}" for p in problems], "numeric_problems": [f"{name}: {p}" for p in numeric]}
+    return facts | {"problems": [f"{name}: {p}" for p in problems],
+                    "numeric_problems": [f"{name}: {p}" for p in numeric]}
 
 
 def similarity_json(similarity: dict[str, Any]) -> dict[str, Any]:

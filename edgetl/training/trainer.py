@@ -166,7 +166,7 @@ def _train(config: TrainConfig, dist: Distribution = SINGLE_PROCESS, output: Pat
                 twin = siamese.twin(model, scorer=siamese.scorer_layer(trained))
             fit_phase(model, data, progress, "fine-tune", config.fine_tune_learning_rate, config.epochs,
                       config.fine_tune_epochs, resumed.optimizer if resumed and resumed.phase == "fine-tune" else None,
-                      optimizer_for, twin, warmup=pretrained)  # warmup protects pretrained features from Adam's first steps
+                      optimizer_for, twin, warmup=pretrained)  # warmup: pretrained features vs Adam's first steps
             phase_seconds["fine-tune"] = round(time.perf_counter() - phase_started, 2)
         best = progress.best
         model.set_weights(best.weights)
@@ -347,7 +347,8 @@ def _cached_head(model: Any, config: TrainConfig, spec: Any, image_size: int, da
         train, val = splits["train"], splits["val"]
         cached = siamese.as_pairs(cached, siamese.feature_pairs(train.features, train.labels, config.batch_size,
                                                                 config.seed, True),
-                                  siamese.feature_pairs(val.features, val.labels, config.batch_size, config.seed, False))
+                                  siamese.feature_pairs(val.features, val.labels, config.batch_size, config.seed,
+                                                        False))
         head = siamese.twin(model, cut)
     info = {"used": True, "feature_shape": list(splits["train"].features.shape[1:]),
             **{f"{name}_hit": split.hit for name, split in splits.items()},

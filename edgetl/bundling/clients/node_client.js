@@ -367,9 +367,20 @@ async function main(argv) {
     console.log(`${same ? 'same' : 'different'}: score ${value.toFixed(4)} ${same ? '>=' : '<'} threshold ${threshold.toFixed(4)}`);
     return 0;
   }
+  const unknown = embedder && (spec.embedding.similarity || {}).unknown;
+  const table = unknown ? JSON.parse(fs.readFileSync(path.join(BUNDLE, spec.embedding.table_file), 'utf8')) : null;
   for (const file of args.images) {
     const { probabilities } = await model.classify(file);
     console.log(file);
+    if (unknown) { // a class it does not know: the best cosine to the prototypes is below the calibrated threshold
+      const vector = await embedder.embed(file);
+      const cosines = table.vectors.map((row) => row.reduce((sum, v, i) => sum + v * vector[i], 0));
+      const best = argmax(cosines);
+      if (cosines[best] < unknown.threshold) {
+        console.log(`  unknown: best cosine ${cosines[best].toFixed(4)} (to ${table.labels[best]}) < threshold ` +
+          `${unknown.threshold.toFixed(4)}`);
+      }
+    }
     const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b] - probabilities[a] || a - b);
     for (const index of order.slice(0, args.topK)) console.log(`  ${labels[index]}  ${probabilities[index].toFixed(4)}`);
   }

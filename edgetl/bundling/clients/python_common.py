@@ -200,10 +200,26 @@ def selftest(runtime, spec, labels, embedder=None):
     return 0
 
 
-def top_k(runtime, spec, labels, paths, k):
+def unknown_check(embedder, spec, path):
+    """(best cosine to the class prototypes, threshold, nearest label) when the bundle can tell an image of a
+    class it does not know (a prototype or siamese run's, calibrated), else None."""
+    section = spec.get("embedding") or {}
+    unknown = (section.get("similarity") or {}).get("unknown")
+    if embedder is None or not unknown:
+        return None
+    table = json.loads((HERE / section["table_file"]).read_text(encoding="utf-8"))
+    cosines = np.asarray(table["vectors"], np.float32) @ embed(embedder, spec, path)
+    best = int(np.argmax(cosines))
+    return float(cosines[best]), unknown["threshold"], table["labels"][best]
+
+
+def top_k(runtime, spec, labels, paths, k, embedder=None):
     for path in paths:
         probabilities, _ = classify(runtime, spec, path)
         print(path)
+        check = unknown_check(embedder, spec, path)
+        if check and check[0] < check[1]:
+            print(f"  unknown: best cosine {check[0]:.4f} (to {check[2]}) < threshold {check[1]:.4f}")
         for index in np.argsort(-probabilities, kind="stable")[:k]:
             print(f"  {labels[index]}  {probabilities[index]:.4f}")
 
@@ -242,7 +258,7 @@ def main(runtime_class, argv=None):
             print(f"{'same' if same else 'different'}: score {value:.4f} {'>=' if same else '<'} threshold "
                   f"{threshold:.4f}")
             return 0
-        top_k(runtime, spec, labels, args.images, args.top_k)
+        top_k(runtime, spec, labels, args.images, args.top_k, embedder)
     except (ClientError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
