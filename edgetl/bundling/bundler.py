@@ -95,14 +95,13 @@ def make_bundle(artifact: str | Path, directory: str | Path, **options: Any) -> 
         expected = expected_outputs(staging / kind["model_file"], spec, run, staging / VECTORS_DIR, vectors)
         from edgetl.bundling.embedding import add_embedding
 
-        embedding_files, pairs = add_embedding(staging, folder, manifest, run, spec,
-                                               [staging / VECTORS_DIR / v["file"] for v in vectors])
+        pairs = add_embedding(staging, folder, manifest, run, spec,
+                              [staging / VECTORS_DIR / v["file"] for v in vectors])
         _write_json(staging / SPEC_FILE, spec)
         _write_json(staging / VECTORS_DIR / EXPECTED_FILE, {
             "model_file": kind["model_file"], "computed_by": expected["computed_by"], "tolerance": tolerance,
             "vectors": expected["vectors"], **({"verify": pairs} if pairs else {})})
         written = _write_clients(staging, kind, clients)
-        del embedding_files  # listed with every other file below
         if kind["format"] == "tflite" and spec["input"]["dtype"] == "int8" and spec["output"]["dtype"] == "int8":
             written += _write_firmware_sources(staging, kind, spec, run, folder)
         selftest = _selftest(staging, clients["python"][0], target) if bundle_options.selftest else None

@@ -26,15 +26,15 @@ SCORE_TOLERANCE = {"none": 1e-4, "fp16": 1e-3, "dynamic": 1e-2, "int8": 1e-2}
 
 
 def add_embedding(staging: Path, folder: Path, manifest: Any, run: Any, spec: dict[str, Any],
-                  vector_files: list[Path]) -> tuple[list[str], dict[str, Any] | None]:
+                  vector_files: list[Path]) -> dict[str, Any] | None:
     """Copy the embedding file and prototypes.json into the staged bundle and describe them in `spec`
-    (model.json); return the files and expected.json's `pairs` section (None without a threshold)."""
+    (model.json); return expected.json's `verify` section (None without an embedding or a threshold)."""
     from edgetl.artifacts.run_dir import load_images
     from edgetl.targets import open_session
 
     facts = manifest.sections.get("prototypes")
     if not facts:
-        return [], None
+        return None
     name, table_file = facts["embedding_file"], facts["table_file"]
     for file in (name, table_file):
         shutil.copyfile(folder / file, staging / file)
@@ -48,7 +48,7 @@ def add_embedding(staging: Path, folder: Path, manifest: Any, run: Any, spec: di
             "meaning": "the image's embedding; divide by its length, then score two with `similarity.scorer`"},
         "similarity": similarity}
     if not similarity or "verify" not in similarity:
-        return [name, table_file], None
+        return None
     scorer, threshold = Scorer.from_json(similarity["scorer"]), similarity["verify"]["threshold"]
     quantize = manifest.sections["artifact"]["quantize"]
     images = load_images([str(p) for p in vector_files], run.image_size, run.preprocessing)
@@ -61,5 +61,5 @@ def add_embedding(staging: Path, folder: Path, manifest: Any, run: Any, spec: di
         score = float(scorer.score(embeddings[a], embeddings[b]))
         pairs.append({"first": vector_files[a].name, "second": vector_files[b].name, "score": score,
                       "same": score >= threshold})
-    return [name, table_file], {"threshold": threshold, "scorer": scorer.kind, "tolerance": SCORE_TOLERANCE[quantize],
+    return {"threshold": threshold, "scorer": scorer.kind, "tolerance": SCORE_TOLERANCE[quantize],
                                 "pairs": pairs}

@@ -50,7 +50,7 @@ def evaluate(path: str | Path, data: str | Path, way: int = 5, shot: int = 1, qu
     plan = draw_episodes(labels, eligible, way, shot, queries, episodes, seed)
     say(f"evaluate: {episodes} episodes, {way}-way {shot}-shot, up to {queries} queries per class, on "
         f"{len(index.paths)} images of {len(index.classes)} classes")
-    embeddings = embedder.embed(list(index.paths))
+    embeddings = embedder.embed(list(index.paths), checked=True)  # check_images above decoded every file
     result = {"data": str(Path(data).resolve()), "way": way, "shot": shot, "queries": queries, "episodes": episodes,
               "seed": seed, "classes": len(index.classes), "images": len(index.paths), "classes_seen_in_training": seen,
               "model": _measure(embeddings, labels, plan, embedder.scorer, embedder) | {"path": str(embedder.path)}}
@@ -129,9 +129,9 @@ def _baseline(embedder: Embedder, paths: list[str], labels: np.ndarray, plan: li
         say(f"imagenet features baseline skipped: {reason}")
         return {"skipped": reason}
     features = embedding_model(model)
-    raw = Embedder(embedder.path, "imagenet", embedder.image_size, embedder.preprocessing, None, [], None, backbone,
+    raw = Embedder(embedder.path, embedder.image_size, embedder.preprocessing, None, [], None, backbone,
                    [], "imagenet", lambda images: features(images, training=False).numpy())
-    return _measure(raw.embed(paths), labels, plan, COSINE, None) | {"backbone": backbone["name"]}
+    return _measure(raw.embed(paths, checked=True), labels, plan, COSINE, None) | {"backbone": backbone["name"]}
 
 
 def _paired_gain(model: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:

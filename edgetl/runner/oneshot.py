@@ -28,7 +28,6 @@ from edgetl.progress import say
 class Embedder:
     """Images in, embeddings out, with what the run calibrated."""
     path: Path
-    kind: str  # "run" | "artifact"
     image_size: int
     preprocessing: Preprocessing
     similarity: dict[str, Any] | None  # {"scorer", "pairs", "unknown", ...}
@@ -43,8 +42,10 @@ class Embedder:
     def scorer(self) -> Scorer:
         return Scorer.from_json(self.similarity["scorer"]) if self.similarity else COSINE
 
-    def embed(self, paths: list[str]) -> np.ndarray:
-        check_readable(paths)
+    def embed(self, paths: list[str], checked: bool = False) -> np.ndarray:
+        """Unit-length embeddings of image files; `checked`: the caller already dropped unreadable ones."""
+        if not checked:
+            check_readable(paths)
         out = []
         for start in range(0, len(paths), 256):
             images = load_images(paths[start:start + 256], self.image_size, self.preprocessing)
@@ -81,7 +82,7 @@ def _run_embedder(run: Run) -> Embedder:
     embedder = embedding_model(model)
     names = {layer.name for layer in model.layers}
     table = model.get_layer(PROTOTYPE_LAYER).get_weights()[0].T.copy() if PROTOTYPE_LAYER in names else None
-    return Embedder(run.path, "run", run.image_size, run.preprocessing, run.manifest.sections.get("similarity"),
+    return Embedder(run.path, run.image_size, run.preprocessing, run.manifest.sections.get("similarity"),
                     run.labels, table, run.manifest.sections["backbone"], run.labels,
                     run.manifest.options.get("weights"), lambda images: embedder(images, training=False).numpy())
 
@@ -105,7 +106,7 @@ def _artifact_embedder(folder: Path, manifest: Manifest) -> Embedder:
     preprocessing = Preprocessing(mean=tuple(backbone["preprocessing"]["mean"]),
                                   std=tuple(backbone["preprocessing"]["std"]))
     similarity = _from_table(table.get("similarity"))
-    return Embedder(folder, "artifact", int(backbone["image_size"]), preprocessing, similarity,
+    return Embedder(folder, int(backbone["image_size"]), preprocessing, similarity,
                     table["labels"], np.asarray(table["vectors"], np.float32), backbone,
                     list(manifest.sections.get("labels", table["labels"])), None, embed)
 
@@ -167,7 +168,7 @@ def calibrate(run_path: str | Path, data: str | Path | None = None, far: float =
         run = Run.open(run_path)
         embedder = _run_embedder(run)
         paths, labels, names, source = _calibration_images(run, data)
-        embeddings = embedder.embed(paths)
+        embeddings = embedder.embed(paths, checked=True)  # _calibration_images dropped unreadable files
         section = {"scorer": embedder.scorer.to_json(),
                    "pairs": calibrate_pairs(embeddings, np.asarray(labels), embedder.scorer, far, seed),
                    "calibrated_on": source}
