@@ -1,7 +1,8 @@
 """Runtimes that execute exported models (installed as `edgetl.targets`).
 
 Each runtime is one module with a Session class (targets/base.py) and one line in RUNTIMES;
-`open_session` picks it by file type, or by name (`tflm`: a .tflite file in TensorFlow Lite Micro).
+`open_session` picks it by file type, or by name (`tflm`: a .tflite file in TensorFlow Lite Micro;
+`openvino`: an .onnx file in OpenVINO).
 Device profiles live in profiles/*.toml (profiles.py), with checks.py and memory.py.
 """
 
@@ -18,13 +19,14 @@ RUNTIMES = {  # runtime -> (file suffix, "module:Class"); adding a runtime is on
     "onnxruntime": (".onnx", "edgetl.targets.ort:OnnxRuntimeSession"),
     "keras": (".keras", "edgetl.targets.keras_ref:KerasSession"),
     "tflm": (".tflite", "edgetl.targets.tflm:TFLMSession"),  # TensorFlow Lite Micro, for microcontrollers
+    "openvino": (".onnx", "edgetl.targets.openvino:OpenVINOSession"),  # Intel's runtime, x86 CPUs
 }
 DEFAULT_RUNTIME = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
 
 
 def open_session(path: Path, runtime: str | None = None, **options: Any) -> Any:
     """Open a model file in a runtime: by default .tflite in LiteRT, .onnx in ONNX Runtime, .keras in
-    tf_keras; `runtime="tflm"` runs a .tflite file in TensorFlow Lite Micro."""
+    tf_keras; `runtime="tflm"` runs a .tflite file in TensorFlow Lite Micro, `"openvino"` an .onnx file in OpenVINO."""
     import importlib
 
     path = Path(path)
@@ -59,8 +61,9 @@ def runtime_availability() -> dict[str, dict[str, Any]]:
             found[f"onnxruntime:{provider}"] = {"unavailable": reason}
     except ImportError as exc:
         found["onnxruntime"] = {"unavailable": f"onnxruntime is not installed ({exc}); pip install onnxruntime"}
-    from edgetl.targets.tflm import unavailable_reason
+    from edgetl.targets import openvino, tflm
 
-    found["tflm"] = {"unavailable": unavailable_reason()}
+    found["tflm"] = {"unavailable": tflm.unavailable_reason()}
+    found["openvino"] = {"unavailable": openvino.unavailable_reason()}
     return found
 

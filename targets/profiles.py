@@ -26,7 +26,8 @@ from edgetl.errors import InputError
 SCHEMA_VERSION = 1  # the newest profile schema this code reads
 
 # Each runtime executes one file format; a profile's runtime is the one for its preferred format.
-RUNTIME_FORMAT = {"litert": "tflite", "onnxruntime": "onnx", "tflm": "tflite"}
+RUNTIME_FORMAT = {"litert": "tflite", "onnxruntime": "onnx", "tflm": "tflite", "openvino": "onnx"}
+FORMAT_RUNTIME = {"tflite": "litert", "onnx": "onnxruntime"}  # what runs a format when a profile lists no `runtimes`
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 DELEGATES = ("xnnpack", "gpu", "edgetpu", "nnapi", "coreml", "hexagon")
@@ -39,10 +40,11 @@ class TargetProfile:
 
     name: str
     description: str
-    runtime: str  # "litert" | "onnxruntime" | "tflm": the runtime for formats[0]
+    runtime: str  # "litert" | "onnxruntime" | "tflm" | "openvino": the runtime for formats[0]
     formats: tuple[str, ...]  # preference order
     quantization: tuple[str, ...]  # preference order
     threads: int
+    runtimes: tuple[str, ...] = ()  # every runtime the device may run a file in; () = `runtime` + one per format
     execution_providers: tuple[str, ...] = ()  # ONNX Runtime providers, priority order
     delegate: str | None = None  # LiteRT delegate
     io_dtype: str | None = None  # required input/output dtype; None = any
@@ -54,11 +56,19 @@ class TargetProfile:
     notes: str = ""
     source: str = ""  # the file it was read from
 
+    @property
+    def usable_runtimes(self) -> tuple[str, ...]:
+        """The runtimes whose measurements speak for this device: `runtimes`, else `runtime` and each format's default."""
+        if self.runtimes:
+            return self.runtimes
+        return tuple(dict.fromkeys((self.runtime, *(FORMAT_RUNTIME[f] for f in self.formats))))
+
 
 # key -> (kind, required). Kinds: str, int, bool, strs (list of strings).
 _KEYS: dict[str, tuple[str, bool]] = {
     "schema_version": ("int", True), "name": ("str", True), "description": ("str", True),
-    "runtime": ("str", True), "formats": ("strs", True), "quantization": ("strs", True), "threads": ("int", True),
+    "runtime": ("str", True), "formats": ("strs", True), "runtimes": ("strs", False),
+    "quantization": ("strs", True), "threads": ("int", True),
     "execution_providers": ("strs", False), "delegate": ("str", False), "io_dtype": ("str", False),
     "int8_required": ("bool", False), "op_allowlist": ("strs", False), "max_model_bytes": ("int", False),
     "max_ram_bytes": ("int", False), "weights_in_flash": ("bool", False), "notes": ("str", False),
@@ -126,6 +136,15 @@ def _problems(data: dict[str, Any], stem: str | None) -> list[str]:
         elif runtime in RUNTIME_FORMAT and formats[0] != RUNTIME_FORMAT[runtime]:
             problems.append(f"'runtime' {runtime} runs {RUNTIME_FORMAT[runtime]} files, "
                             f"but 'formats' prefers {formats[0]}")
+    runtimes = good.get("runtimes")
+    if runtimes is not None:
+        one_of("runtimes", tuple(RUNTIME_FORMAT), runtimes)
+        if runtime is not None and runtime not in runtimes:
+            problems.append(f"'runtimes' must include the profile's 'runtime' {runtime}")
+        for other in runtimes:
+            if other in RUNTIME_FORMAT and formats is not None and RUNTIME_FORMAT[other] not in formats:
+                problems.append(f"'runtimes' lists {other}, which runs {RUNTIME_FORMAT[other]} files, "
+                                f"but 'formats' has no {RUNTIME_FORMAT[other]}")
     quantization = good.get("quantization")
     if quantization is not None:
         one_of("quantization", QUANTIZATIONS, quantization)

@@ -76,6 +76,14 @@ def test_bench_run_writes_three_reports_and_recommends_the_fastest_passing_artif
     assert "<svg" in (out / "report.html").read_text()
     names = {a["name"] for a in report["artifacts"]}
     assert {f"{f}-{m}" for f in ("tflite", "onnx") for m in ("none", "fp16", "dynamic", "int8")} <= names
+    # x86-cpu lists OpenVINO: each .onnx file is measured there too, a row of its own, same harness.
+    rows = {a["name"]: a for a in report["artifacts"]}
+    for mode in ("none", "fp16", "dynamic", "int8"):
+        openvino, ort = rows[f"onnx-{mode}@openvino"], rows[f"onnx-{mode}"]
+        assert openvino["runtime"] == "openvino" and ort["runtime"] == "onnxruntime"
+        assert openvino["path"] == ort["path"] and openvino["latency"][0]["p50_ms"] > 0
+        assert abs(openvino["parity"]["accuracy"] - ort["parity"]["accuracy"]) <= 1 / 18 + 1e-9
+    assert report["machine"]["versions"]["openvino"] != "missing"
     for artifact in report["artifacts"]:
         assert artifact["parity"]["images"] == report["settings"]["images"] == 18
         assert artifact["latency"][0]["runs"] >= 5 and artifact["latency"][0]["p50_ms"] > 0

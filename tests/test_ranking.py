@@ -6,6 +6,7 @@ input here); the real side-by-side timing runs on real files in test_bench and o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -117,6 +118,15 @@ def test_tflm_rows_speak_for_microcontroller_targets_only_and_are_retimed_in_tfl
     assert chosen["x86-cpu"]["artifact"] == "small"
     assert chosen["mcu"]["artifact"] == "small@tflm" and "smaller file" in chosen["mcu"]["reason"]
     assert {key[1] for key in retime.calls[0]} == {"tflm"}  # timed in TFLM, not in LiteRT
+
+
+def test_openvino_rows_speak_only_for_targets_that_list_openvino():
+    onnx = row("onnx-int8", 100_000, {1: 1.0}) | {"runtime": "onnxruntime", "target_checks": {"x86-cpu": [], "ort": []}}
+    openvino = onnx | {"name": "onnx-int8@openvino", "runtime": "openvino", "latency": [{"threads": 1, "p50_ms": 0.8}]}
+    ort_only = dataclasses.replace(X86, name="ort", runtime="onnxruntime", formats=("onnx",), runtimes=())
+    chosen = recommend([onnx, openvino], [X86, ort_only])
+    assert chosen["x86-cpu"]["artifact"] == "onnx-int8@openvino" and chosen["x86-cpu"]["runtime"] == "openvino"
+    assert chosen["ort"]["artifact"] == "onnx-int8"  # a target without OpenVINO never gets its row
 
 
 def test_without_a_retimer_the_separate_timings_rank_with_the_same_rules():

@@ -127,6 +127,12 @@ def test_every_shipped_profile_loads_by_name_and_in_the_list():
     assert load_profile("android").delegate == "gpu" and load_profile("arm64-cpu").threads == 4
 
 
+def test_runtimes_default_to_each_formats_runtime():
+    assert load_profile("x86-cpu").usable_runtimes == ("litert", "onnxruntime", "openvino")
+    assert load_profile("android").usable_runtimes == ("litert",)
+    assert "tflm" in load_profile("mcu").usable_runtimes
+
+
 def test_profile_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         load_profile("mcu").threads = 8  # type: ignore[misc]
@@ -152,6 +158,10 @@ def test_a_valid_profile_file_loads_by_path(tmp_path: Path):
     ('runtime = "litert"\nformats = ["tflite"]\nquantization = ["int4"]', "quantization"),
     ('runtime = "litert"\nformats = ["tflite"]\nquantization = ["int8"]\nop_allowlist = ["CONV2D"]', "op_allowlist"),
     ('runtime = "litert"\nformats = ["tflite"]', "quantization"),  # missing
+    ('runtime = "litert"\nformats = ["tflite"]\nruntimes = ["litert", "openvino"]\nquantization = ["int8"]',
+     "runtimes"),  # OpenVINO runs .onnx files, and the profile takes none
+    ('runtime = "litert"\nformats = ["tflite", "onnx"]\nruntimes = ["openvino"]\nquantization = ["int8"]',
+     "runtimes"),  # leaves out the profile's own runtime
 ])
 def test_invalid_profile_names_the_file_and_the_key(tmp_path: Path, body: str, key: str):
     path = _write_profile(tmp_path, "bad", body)

@@ -233,9 +233,9 @@ def run_bench(paths: list[str], options: BenchOptions) -> dict[str, Any]:
             for provider in _gpu_providers(entry, options, profiles):
                 report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
                                                    profiles, Path(scratch), availability, provider))
-            if entry.path.suffix == ".tflite" and any(p.runtime == "tflm" for p in profiles):
+            for runtime in _extra_runtimes(entry, profiles):
                 report_entries.append(_bench_entry(entry, images_for(entry), labels, classes, reference, options,
-                                                   profiles, Path(scratch), availability, runtime="tflm"))
+                                                   profiles, Path(scratch), availability, runtime=runtime))
     report = {"schema": "edgetl.report", "schema_version": 1, "created": now_utc(), "machine": machine_info(),
               "runtimes": availability,
               "settings": {"threads": list(options.threads), "warmup": options.warmup, "min_runs": options.min_runs,
@@ -281,6 +281,14 @@ def _gpu_providers(entry: Entry, options: BenchOptions, profiles: list[Any]) -> 
     return tuple(p for p in GPU_PROVIDERS if p in usable | wanted)
 
 
+def _extra_runtimes(entry: Entry, profiles: list[Any]) -> list[str]:
+    """Runtimes besides the file's default that a requested target runs it in: TFLM for a microcontroller
+    target's .tflite files, OpenVINO for an .onnx file on a target that lists it (x86-cpu)."""
+    wanted = [runtime for profile in profiles for runtime in profile.usable_runtimes]
+    extra = {".tflite": ("tflm",), ".onnx": ("openvino",)}.get(entry.path.suffix, ())
+    return [runtime for runtime in extra if runtime in wanted]
+
+
 def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: list[str],
                  reference: np.ndarray | None, options: BenchOptions, profiles: list[Any], scratch: Path,
                  availability: dict[str, Any], provider: str | None = None,
@@ -295,8 +303,8 @@ def _bench_entry(entry: Entry, images: np.ndarray, labels: np.ndarray, classes: 
     from edgetl.targets.ort import SHORT_NAMES, ProviderUnavailableError
 
     runtime = runtime or DEFAULT_RUNTIME[entry.path.suffix]
-    name = f"{entry.name}@{SHORT_NAMES[provider]}" if provider else (f"{entry.name}@tflm" if runtime == "tflm"
-                                                                      else entry.name)
+    name = f"{entry.name}@{SHORT_NAMES[provider]}" if provider else (
+        f"{entry.name}@{runtime}" if runtime != DEFAULT_RUNTIME[entry.path.suffix] else entry.name)
     base = {"name": name, "path": str(entry.path), "format": entry.path.suffix[1:], "quantize": entry.quantize,
             "runtime": runtime, "bytes": entry.path.stat().st_size, "parity": None, "latency": None,
             "throughput": None, "peak_rss_bytes": None, "target_checks": {}, "gate": None, "skipped": None}

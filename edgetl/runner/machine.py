@@ -25,7 +25,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("edgetl", "ai-edge-litert", "onnxruntime", "tensorflow", "numpy"):
+    for dist in ("edgetl", "ai-edge-litert", "onnxruntime", "openvino", "tensorflow", "numpy"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

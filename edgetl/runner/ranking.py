@@ -164,12 +164,15 @@ def _thread_advice(chosen: Configuration, configurations: list[Configuration], p
 
 
 def runs_on(entry: dict[str, Any], profile: Any, entries: list[dict[str, Any]] = ()) -> bool:
-    """A row measured on a GPU provider speaks only for targets that list that provider. A TFLM row speaks
+    """A row measured on a GPU provider speaks only for targets that list that provider, an OpenVINO row for
+    targets that list OpenVINO among their runtimes. A TFLM row speaks
     for TFLM targets only, and for them the TFLM rows are the ones that count, when TFLM measured any
     (without it, the LiteRT rows stand in, their checks on the estimated arena)."""
     if profile.runtime == "tflm" and any(e.get("runtime") == "tflm" and not e["skipped"] for e in entries):
         return entry.get("runtime") == "tflm"
     if entry.get("runtime") == "tflm":
         return profile.runtime == "tflm"
+    if entry.get("runtime") == "openvino":
+        return "openvino" in profile.usable_runtimes
     provider = entry.get("provider")
     return provider in (None, "CPUExecutionProvider") or provider in profile.execution_providers

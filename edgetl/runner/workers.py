@@ -22,8 +22,8 @@ from edgetl.runner.ranking import Retimer
 def session_options(path: Path, options: Any, provider: str | None = None,
                     runtime: str | None = None) -> dict[str, Any]:
     """How a row's runtime opens the file: a GPU provider's chain, TFLM instead of LiteRT, the bench's settings."""
-    if runtime == "tflm":
-        return {"runtime": "tflm"}
+    if runtime in ("tflm", "openvino"):
+        return {"runtime": runtime}
     if path.suffix == ".tflite":
         return {"xnnpack": options.xnnpack}
     if provider:
