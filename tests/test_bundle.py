@@ -60,8 +60,9 @@ def listing(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
-def python_client(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    client = next(folder.glob("client_*.py"))
+def python_client(folder: Path, *args: str, client: str | None = None) -> subprocess.CompletedProcess:
+    """The bundle's main Python client (its format's first), or the one named."""
+    client = folder / client if client else next(p for p in folder.glob("client_*.py") if p.name != "client_openvino.py")
     return subprocess.run([sys.executable, "-c", WITHOUT_EDGETL, str(client), *args], capture_output=True, text=True,
                           timeout=120, env=clean_env(), cwd=folder.parent)
 
@@ -101,7 +102,7 @@ def photo(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_bundle_holds_the_model_its_contract_test_vectors_and_only_its_formats_clients(run, bundles):
     tflite, onnx = bundles["tflite-none"], bundles["onnx-none"]
     assert listing(tflite) == COMMON_FILES | {"model.tflite", "client_litert.py", "ANDROID.md", "IOS.md"}
-    assert listing(onnx) == COMMON_FILES | {"model.onnx", "client_onnxruntime.py", "node/client.js",
+    assert listing(onnx) == COMMON_FILES | {"model.onnx", "client_onnxruntime.py", "client_openvino.py", "node/client.js",
                                             "node/package.json", "node/.npmrc"}
     artifact = run / "artifacts" / "tflite-none"
     manifest = read_manifest(tflite)  # checks every file's sha256
@@ -178,6 +179,15 @@ def test_python_client_selftest_passes_on_a_copy_without_edgetl(deployed, name):
     lines = done.stdout.splitlines()
     assert sum(line.startswith("  ok    ") for line in lines) == 6
     assert lines[-1] == "selftest passed: 6 of 6 test vectors match"
+
+
+@pytest.mark.parametrize("name", [name for name in FROM_EXPORTED if name.startswith("onnx")])
+def test_openvino_client_selftest_passes_on_every_onnx_bundle(deployed, name):
+    # The same expected outputs (ONNX Runtime's) and tolerances: OpenVINO reproduces them.
+    done = python_client(deployed[name], "--selftest", client="client_openvino.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "selftest passed: 6 of 6 test vectors match"
+    assert "OpenVINO" in done.stdout
 
 
 @pytest.mark.parametrize("name", ["onnx-none", INT8_IO])

@@ -82,7 +82,9 @@ def test_bench_adds_a_skipped_row_per_gpu_provider_with_its_reason(tmp_path):
                                                  throughput_batch=1, data=data, labels=labels, mean=127.5, std=127.5,
                                                  targets=("x86-cpu", "cuda"), out=tmp_path / "report"))
     rows = {a["name"]: a for a in report["artifacts"]}
-    assert list(rows) == ["colour.onnx", "colour.onnx@cuda", "colour.onnx@tensorrt"]
+    # x86-cpu lists OpenVINO too (a declared dependency on x86), so its row follows the GPU ones
+    assert list(rows) == ["colour.onnx", "colour.onnx@cuda", "colour.onnx@tensorrt", "colour.onnx@openvino"]
+    assert rows["colour.onnx@openvino"]["parity"]["accuracy"] == 1.0
     assert rows["colour.onnx"]["provider"] == "CPUExecutionProvider" and rows["colour.onnx"]["parity"]["accuracy"] == 1.0
     for name, provider in (("colour.onnx@cuda", "CUDAExecutionProvider"),
                            ("colour.onnx@tensorrt", "TensorrtExecutionProvider")):

@@ -41,6 +41,7 @@ CLIENTS: dict[str, dict[str, Any]] = {
     "tflite": {"python": ("client_litert.py", "runtime_litert.py"),
                "files": {"ANDROID.md": "ANDROID.md", "IOS.md": "IOS.md"}},
     "onnx": {"python": ("client_onnxruntime.py", "runtime_onnxruntime.py"),
+             "more_python": [("client_openvino.py", "runtime_openvino.py")],  # x86: the same file in OpenVINO
              "files": {"node/client.js": "node_client.js", "node/package.json": "node_package.json",
                        "node/.npmrc": "node_npmrc"}},
 }
@@ -191,11 +192,13 @@ def _write_clients(staging: Path, kind: dict[str, Any], clients: dict[str, Any])
     from importlib.resources import files
 
     source = files("edgetl.bundling.clients")
-    python_name, runtime_part = clients["python"]
-    text = source.joinpath(runtime_part).read_text(encoding="utf-8")
-    (staging / python_name).write_text(text + "\n\n" + source.joinpath("python_common.py").read_text(encoding="utf-8"),
-                                       encoding="utf-8")
-    (staging / python_name).chmod(0o755)
+    common = source.joinpath("python_common.py").read_text(encoding="utf-8")
+    python_clients = [clients["python"], *clients.get("more_python", [])]
+    for python_name, runtime_part in python_clients:
+        text = source.joinpath(runtime_part).read_text(encoding="utf-8")
+        (staging / python_name).write_text(text + "\n\n" + common, encoding="utf-8")
+        (staging / python_name).chmod(0o755)
+    python_name = clients["python"][0]
     values = {"MODEL_FILE": kind["model_file"], "VARIANT": kind["variant"], "PYTHON_CLIENT": python_name}
     values |= _doc_values(staging)
     for name, source_name in clients["files"].items():
@@ -205,7 +208,7 @@ def _write_clients(staging: Path, kind: dict[str, Any], clients: dict[str, Any])
         out.write_text(_fill(content, values) if name.endswith(".md") else content, encoding="utf-8")
     readme = _only_format(source.joinpath("README.md").read_text(encoding="utf-8"), kind["format"])
     (staging / "README.md").write_text(_fill(readme, values), encoding="utf-8")
-    return [python_name, *clients["files"], "README.md"]
+    return [name for name, _ in python_clients] + [*clients["files"], "README.md"]
 
 
 def _write_firmware_sources(staging: Path, kind: dict[str, Any], spec: dict[str, Any], run: Any,
