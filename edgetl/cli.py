@@ -47,7 +47,8 @@ def _thread_list(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | N
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=str), help="Run directory to create.")
 @click.option("--backbone", default=None,
-              help="efficientnet_lite0..4 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large "
+              help="efficientnet_lite0..4 | mobilenet_v2 | mobilenet_v3_small | mobilenet_v3_large | "
+                   "mobilenet_v3_small_minimalistic | mobilenet_v3_large_minimalistic "
                    "[default: efficientnet_lite0, or the --weights RUN's].")
 @click.option("--alpha", type=float, default=None, help="Width multiplier [default: 1.0, or the --weights RUN's].")
 @click.option("--weights", default="imagenet", show_default=True,

@@ -16,6 +16,8 @@ from edgetl.network.model import load_model
 from edgetl.tf_env import keras, tf
 
 BUILDERS = {"small": mobilenet_v3.build_mobilenet_v3_small, "large": mobilenet_v3.build_mobilenet_v3_large}
+MINIMALISTIC_BUILDERS = {"small": mobilenet_v3.build_mobilenet_v3_small_minimalistic,
+                         "large": mobilenet_v3.build_mobilenet_v3_large_minimalistic}
 
 
 def randomize(model, seed=0):
@@ -96,25 +98,52 @@ def test_rebuild_equals_application_layer_for_layer(model_type, alpha, images):
     assert {"HardSwish", "HardSigmoid"} <= kinds
 
 
-def test_imagenet_weights_are_copied_from_the_application(monkeypatch):
+@pytest.mark.parametrize("builder,alpha,minimalistic", [(mobilenet_v3.build_mobilenet_v3_small, 0.75, False),
+                                                       (mobilenet_v3.build_mobilenet_v3_small_minimalistic, 1.0, True)])
+def test_imagenet_weights_are_copied_from_the_application(builder, alpha, minimalistic, monkeypatch):
     """weights="imagenet" builds the application with ImageNet weights and copies them by name
     (here the application is stubbed with random weights: no download in tests)."""
     calls = []
 
-    def stub_application(model_type, image_size, alpha, weights):
-        calls.append(weights)
+    def stub_application(model_type, image_size, alpha, weights, minimalistic=False):
+        calls.append((weights, minimalistic))
         app = keras().applications.MobileNetV3Small(input_shape=(image_size, image_size, 3), alpha=alpha,
-                                                   include_top=False, weights=None, include_preprocessing=False)
+                                                   minimalistic=minimalistic, include_top=False, weights=None,
+                                                   include_preprocessing=False)
         randomize(app, seed=7)
         stub_application.model = app
         return app
 
     monkeypatch.setattr(mobilenet_v3, "application", stub_application)
-    ours = mobilenet_v3.build_mobilenet_v3_small(32, 0.75, "imagenet")
-    assert calls == ["imagenet"]
+    ours = builder(32, alpha, "imagenet")
+    assert calls == [("imagenet", minimalistic)]
     for layer in (layer for layer in stub_application.model.layers if layer.weights):
         for mine, theirs in zip(ours.get_layer(layer.name).get_weights(), layer.get_weights()):
             np.testing.assert_array_equal(mine, theirs)
+
+
+def test_minimalistic_imagenet_weights_exist_for_alpha_1_only():
+    """Keras refuses before any download: the application really is asked for the minimalistic weights."""
+    with pytest.raises(ValueError, match="minimalistic"):
+        mobilenet_v3.build_mobilenet_v3_small_minimalistic(32, 0.75, "imagenet")
+
+
+@pytest.mark.parametrize("model_type,alpha", [("small", 1.0), ("small", 0.75), ("large", 1.0)])
+def test_minimalistic_rebuild_equals_the_minimalistic_application(model_type, alpha, images):
+    app = mobilenet_v3.application(model_type, 32, alpha, None, minimalistic=True)
+    randomize(app)
+    ours = MINIMALISTIC_BUILDERS[model_type](32, alpha, None)
+    app_weighted = [layer.name for layer in app.layers if layer.weights]
+    assert sorted(app_weighted) == sorted(layer.name for layer in ours.layers if layer.weights)
+    assert mobilenet_v3.copy_weights_by_name(app, ours) == len(app_weighted)
+    assert len(ours.weights) == len(app.weights) and ours.output_shape == app.output_shape
+    np.testing.assert_allclose(ours(images, training=False), app(images, training=False), atol=1e-5, rtol=0)
+    # The edge variant: no squeeze-excite gate, no hard activations, only 3x3 depthwise kernels.
+    kinds = {type(layer).__name__ for layer in ours.layers}
+    assert not kinds & {"TFOpLambda", "Lambda", "Multiply", "HardSwish", "HardSigmoid"}
+    assert not [layer.name for layer in ours.layers if "squeeze_excite" in layer.name]
+    depthwise = [layer for layer in ours.layers if isinstance(layer, keras().layers.DepthwiseConv2D)]
+    assert {layer.kernel_size for layer in depthwise} == {(3, 3)}
 
 
 def test_application_cannot_be_quantization_aware_trained():
@@ -164,6 +193,31 @@ def test_float_export_fuses_hard_swish_and_int8_export_does_not(small_classifier
     int8_info = to_tflite(int8_model, tmp_path / "int8.tflite", calibration=images)
     assert_int8_throughout(int8_info)
     assert "HARD_SWISH" not in int8_info["op_histogram"]
+
+
+@pytest.mark.parametrize("model_type", ["small", "large"])
+def test_minimalistic_exports_to_int8_with_only_conv_add_mean(model_type, images, tmp_path):
+    """The edge variant's int8 file has no HARD_SWISH (not on the Edge TPU compiler's list) and no MUL
+    (no squeeze-excite, no hard activations left), and its features stay close to the float model's."""
+    from edgetl.converters.base import ConversionInput, ExportOptions
+    from edgetl.converters.tflite import KerasToTFLite
+    from edgetl.targets.litert import LiteRTSession
+
+    backbone = MINIMALISTIC_BUILDERS[model_type](32, 1.0, None)
+    randomize(backbone)
+    k = keras()
+    features = k.Model(backbone.input, k.layers.GlobalAveragePooling2D()(backbone.output))
+    path = tmp_path / "int8.tflite"
+    KerasToTFLite().convert(ConversionInput(features, 32, ["a", "b", "c"], images),
+                            ExportOptions(format="tflite", quantize="int8"), path)
+    info = inspect_model(path)
+    assert_int8_throughout(info)
+    assert set(info["op_histogram"]) <= {"QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD",
+                                         "MEAN"}
+    test_images = np.random.default_rng(2).uniform(-1, 1, images.shape).astype(np.float32)
+    expected = features(test_images, training=False).numpy()
+    error = LiteRTSession(path).predict(test_images) - expected
+    assert np.linalg.norm(error) < 0.15 * np.linalg.norm(expected)  # ~0.04-0.07 measured
 
 
 def test_save_and_load_round_trip_in_safe_mode(small_classifier, images, tmp_path):

@@ -26,6 +26,12 @@ BACKBONES: dict[str, BackboneSpec] = {
                      description="MobileNetV3-Small, rebuilt QAT-safe (HardSwish layers, squeeze-excite)"),
         BackboneSpec("mobilenet_v3_large", mobilenet_v3.build_mobilenet_v3_large, MINUS_ONE_TO_ONE, 224, _V3_ALPHAS,
                      description="MobileNetV3-Large, rebuilt QAT-safe (HardSwish layers, squeeze-excite)"),
+        BackboneSpec("mobilenet_v3_small_minimalistic", mobilenet_v3.build_mobilenet_v3_small_minimalistic,
+                     MINUS_ONE_TO_ONE, 224, (1.0,), description="MobileNetV3-Small minimalistic "
+                     "(no squeeze-excite, ReLU, 3x3 kernels; the edge variant)"),
+        BackboneSpec("mobilenet_v3_large_minimalistic", mobilenet_v3.build_mobilenet_v3_large_minimalistic,
+                     MINUS_ONE_TO_ONE, 224, (1.0,), description="MobileNetV3-Large minimalistic "
+                     "(no squeeze-excite, ReLU, 3x3 kernels; the edge variant)"),
         *(BackboneSpec(f"efficientnet_lite{n}", functools.partial(efficientnet_lite.build_efficientnet_lite, n),
                        EFFICIENTNET_LITE_PREPROCESSING, size, (1.0,),
                        description=f"EfficientNet-Lite{n} (MBConv, ReLU6, no squeeze-excite)")

@@ -1,10 +1,14 @@
 """MobileNetV3-Small/Large rebuilt from plain Keras layers, so TFMOT can quantize them (QAT).
 
-The architecture is tf_keras.applications' MobileNetV3 (minimalistic=False, include_top=False,
-include_preprocessing=False): same blocks, kernel sizes, expansions, squeeze-excite ratio and
-activations, and the same names on every layer that carries weights, so weights copy across by
-name. What differs: hard-sigmoid/hard-swish are the single layers of edgetl.backbones.layers
-instead of TFOpLambda arithmetic, and activation layers have names. The model is flat.
+The architecture is tf_keras.applications' MobileNetV3 (include_top=False, include_preprocessing=False):
+same blocks, kernel sizes, expansions, squeeze-excite ratio and activations, and the same names on
+every layer that carries weights, so weights copy across by name. What differs: hard-sigmoid/hard-swish
+are the single layers of edgetl.backbones.layers instead of TFOpLambda arithmetic, and activation
+layers have names. The model is flat.
+
+The minimalistic variants (the paper's edge models, the application's minimalistic=True) keep the
+expansions, channels, strides and layer names but have no squeeze-excite, ReLU everywhere (stem and
+Conv_1 included) and 3x3 depthwise kernels only. Keras publishes their ImageNet weights for alpha 1.0 only.
 
 Importing this module does not import TensorFlow; building a model does.
 """
@@ -20,7 +24,8 @@ BN_MOMENTUM = 0.999
 SE_RATIO = 0.25
 
 # One row per inverted-residual block: (expansion, output channels at alpha 1, kernel, stride,
-# squeeze-excite, activation) -- the stack_fn of tf_keras.applications with minimalistic=False.
+# squeeze-excite, activation) -- the stack_fn of tf_keras.applications with minimalistic=False;
+# minimalistic_blocks() maps them to the minimalistic=True ones.
 SMALL_BLOCKS = (
     (1, 16, 3, 2, True, "relu"),
     (72 / 16, 24, 3, 2, False, "relu"),
@@ -53,6 +58,11 @@ LARGE_BLOCKS = (
 )
 
 
+def minimalistic_blocks(blocks: tuple) -> tuple:
+    """The minimalistic block table of `blocks`: 3x3 kernels, no squeeze-excite, ReLU."""
+    return tuple((expansion, filters, 3, stride, False, "relu") for expansion, filters, _, stride, _, _ in blocks)
+
+
 def build_mobilenet_v3_small(image_size: int, alpha: float, weights: str | None) -> Any:
     """MobileNetV3-Small, input (image_size, image_size, 3) in [-1, 1] -> last feature map (Conv_1)."""
     return _build("small", SMALL_BLOCKS, image_size, alpha, weights)
@@ -63,11 +73,22 @@ def build_mobilenet_v3_large(image_size: int, alpha: float, weights: str | None)
     return _build("large", LARGE_BLOCKS, image_size, alpha, weights)
 
 
-def application(model_type: str, image_size: int, alpha: float, weights: str | None) -> Any:
+def build_mobilenet_v3_small_minimalistic(image_size: int, alpha: float, weights: str | None) -> Any:
+    """MobileNetV3-Small minimalistic (no squeeze-excite, ReLU, 3x3 kernels); as build_mobilenet_v3_small."""
+    return _build("small", SMALL_BLOCKS, image_size, alpha, weights, minimalistic=True)
+
+
+def build_mobilenet_v3_large_minimalistic(image_size: int, alpha: float, weights: str | None) -> Any:
+    """MobileNetV3-Large minimalistic (no squeeze-excite, ReLU, 3x3 kernels); as build_mobilenet_v3_large."""
+    return _build("large", LARGE_BLOCKS, image_size, alpha, weights, minimalistic=True)
+
+
+def application(model_type: str, image_size: int, alpha: float, weights: str | None,
+                minimalistic: bool = False) -> Any:
     """The tf_keras.applications model this module rebuilds (the source of ImageNet weights)."""
     build = {"small": keras().applications.MobileNetV3Small, "large": keras().applications.MobileNetV3Large}[model_type]
-    return build(input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False, weights=weights,
-                 include_preprocessing=False)
+    return build(input_shape=(image_size, image_size, 3), alpha=alpha, minimalistic=minimalistic,
+                 include_top=False, weights=weights, include_preprocessing=False)
 
 
 def copy_weights_by_name(source: Any, target: Any) -> int:
@@ -81,23 +102,29 @@ def copy_weights_by_name(source: Any, target: Any) -> int:
     return copied
 
 
-def _build(model_type: str, blocks: tuple, image_size: int, alpha: float, weights: str | None) -> Any:
+def _build(model_type: str, blocks: tuple, image_size: int, alpha: float, weights: str | None,
+           minimalistic: bool = False) -> Any:
     if weights not in ("imagenet", None):
         raise ValueError(f"weights must be 'imagenet' or None, not {weights!r}")
     if image_size < 32:
         raise ValueError(f"input size must be at least 32x32, not {image_size}")
-    source = application(model_type, image_size, alpha, "imagenet") if weights == "imagenet" else None
+    source = None
+    if weights == "imagenet":
+        source = application(model_type, image_size, alpha, "imagenet", minimalistic=minimalistic)
+    if minimalistic:
+        blocks = minimalistic_blocks(blocks)
+    top_activation = "relu" if minimalistic else "hard_swish"  # the stem's and Conv_1's
     layers = keras().layers
     inputs = layers.Input(shape=(image_size, image_size, 3))
     x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="Conv")(inputs)
     x = _batch_norm(x, "Conv/BatchNorm")
-    x = _activation(x, "hard_swish", "Conv/")
+    x = _activation(x, top_activation, "Conv/")
     for block_id, (expansion, filters, kernel, stride, squeeze_excite, activation) in enumerate(blocks):
         x = _inverted_res_block(x, expansion, _depth(filters * alpha), kernel, stride, squeeze_excite, activation,
                                 block_id)
     x = layers.Conv2D(_depth(x.shape[-1] * 6), 1, padding="same", use_bias=False, name="Conv_1")(x)
     x = _batch_norm(x, "Conv_1/BatchNorm")
-    x = _activation(x, "hard_swish", "Conv_1/")
+    x = _activation(x, top_activation, "Conv_1/")
     model = keras().Model(inputs, x, name=f"MobilenetV3{model_type}")
     if source is not None:
         copy_weights_by_name(source, model)
