@@ -53,7 +53,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     calibration = rng.uniform(-1, 1, (8, size, size, 3)).astype(np.float32)
     image = calibration[:1]
-    print(f"{'backbone':<20} {'threads':>7} {'fp32 ms':>8} {'int8 ms':>8} {'int8/fp32':>9}")
+    print(f"{'backbone':<32} {'threads':>7} {'fp32 ms':>8} {'int8 ms':>8} {'int8/fp32':>9}")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.backbones.split(","):
             model = build_classifier(get_backbone(name), size, 1.0, 10, imagenet=False, dropout=0.0)
@@ -71,7 +71,7 @@ def main() -> None:
                                         warmup=10, min_runs=50, min_seconds=args.min_time / 3)
                         p50[mode].append(stats.p50_ms)
                 fp32, int8 = float(np.median(p50["none"])), float(np.median(p50["int8"]))
-                print(f"{name:<20} {threads:>7} {fp32:>8.3f} {int8:>8.3f} {int8 / fp32:>9.2f}", flush=True)
+                print(f"{name:<32} {threads:>7} {fp32:>8.3f} {int8:>8.3f} {int8 / fp32:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,37 @@
-"""The performance suite of issue #10: every ratio measured side by side in one run.
+"""The performance suite of issues #10 and #19: every ratio measured side by side in one run.
 
-    python -m benchmarks [--out benchmarks] [--min-time 1.0] [--backbones a,b,c]
+    python -m benchmarks [--out benchmarks] [--min-time 1.0] [--backbones a,b,c] [--flow] [--nncf-ac]
 
-Writes RESULTS.md and results.json (machine: CPU model, ISA flags, library versions). Models are the
-issue's: MobileNetV2, MobileNetV3-Small and EfficientNet-Lite0 at 224 px, alpha 1.0, 10 classes,
-random weights with realistic activation ranges (benchmarks/int8_speed.py), batch 1. A backbone's
-files, at 1 and 2 threads, are timed side by side (interleaved_p50: open at once, taking turns in
-blocks of at least ten inferences and 50 ms), each for at least `--min-time` seconds; results.json has each p50's
-p25/p75 spread.
+Writes RESULTS.md and results.json (machine: CPU model, ISA flags, library versions). Models: every
+MobileNetV2/V3 variant and EfficientNet-Lite0 at 224 px, alpha 1.0, batch 1, each with a linear head fit
+on real labelled images (benchmarks/probe_model.py), so every int8 file has an accuracy drop. A
+backbone's files, in every runtime that runs them, at 1 and 2 threads, are timed side by side
+(interleaved_p50: open at once, taking turns in blocks of at least ten inferences and 50 ms), each for at
+least `--min-time` seconds; results.json has each p50's p25/p75 spread.
+
+Files per backbone: edgetl's TFLite and ONNX, float and full int8 (its converters, the same 200
+calibration images), run in LiteRT, ONNX Runtime and OpenVINO. For the issue's four backbones also the
+int8 files of compress's repair ladder with the 1 and 3 most int8-sensitive tensors kept float, and the
+peers a user would pick instead (benchmarks/peers.py), from the same float model and calibration
+images: the plain TFLiteConverter's fp32 and int8, ai-edge-quantizer's default int8 recipe, ONNX
+Runtime's quantize_static defaults, NNCF's `nncf.quantize` defaults (run in ONNX Runtime and OpenVINO) and, with
+--nncf-ac, NNCF's accuracy-controlled int8 at max drop 0.5 and 1 pt (OpenVINO IR, run in OpenVINO; left
+out by default: on 2 cores each costs 4-8 min per backbone, its ranking passes recompiling the model
+per quantizer group).
 
 Ratios and goals:
-- compute floor: best artifact p50 / (model MACs / peak fp32 MAC rate); the peak is measured here
-  with a dense [256x1024]x[1024x1024] matmul in LiteRT (XNNPACK), at the same thread count. <= 2.5
-- int8 / fp32 latency, LiteRT and ONNX Runtime. <= 0.6
-- ONNX Runtime / LiteRT latency, per mode (reported; no goal).
+- floors (benchmarks/floors.py): best fp32 file / fp32 floor and best int8 file / int8 floor, the floor
+  being MACs / this machine's measured fp32 or int8 matmul peak at the same thread count. int8 <= 3 at
+  1 thread on MobileNetV2 and EfficientNet-Lite0.
+- int8 / fp32 latency, LiteRT, ONNX Runtime and OpenVINO. <= 0.6
+- per accuracy budget (0.5 and 1 pt below the float model): edgetl's fastest file within it / the fastest
+  peer file within it, at 1 and 2 threads. <= 1.0
+- edgetl int8 TFLite / the plain converter's int8 and ai-edge-quantizer's int8: latency and drop (reported).
 - 2 threads / 1 thread. <= 0.7
 - edgetl's fp32 TFLite / a plain TFLiteConverter.from_keras_model file of the same model. <= 1.02
 - harness overhead: the runner's p50 (edgetl.runner.latency.measure) / a bare invoke() loop. <= 1.03
 - `edgetl --help` wall time < 0.5 s (benchmarks/cli_startup.py measures it; repeated here).
-- whole flow (benchmarks/flow.py; `--skip-flow` leaves it out): `edgetl demo` wall time < 600 s; its
+- whole flow (benchmarks/flow.py, or `--flow`; ~12 min): `edgetl demo` wall time < 600 s; its
   recommendation re-timed against every artifact that passed, interleaved: recommended / fastest
   <= 1.05; frozen-backbone training throughput with the feature cache / the Keras tutorial's
   approach (benchmarks/transfer.py) >= 10x, validation accuracy within 1 pt.
@@ -39,10 +52,19 @@ import numpy as np
 
 from benchmarks.timing import interleaved_p50
 
-BACKBONES = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0")
+BACKBONES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v3_small_minimalistic",
+             "mobilenet_v3_large_minimalistic", "efficientnet_lite0")
+WITH_PEERS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_lite0")
 SIZE = 224
-GOALS = {"floor": 2.5, "int8_over_fp32": 0.6, "two_over_one_thread": 0.7, "edgetl_over_plain": 1.02,
-         "harness_overhead": 1.03, "help_seconds": 0.5}
+BUDGETS_PTS = (0.5, 1.0)
+EDGETL_FILES = ("tflite-none", "tflite-int8", "onnx-none", "onnx-int8")
+# The repair ladder's float-fallback rungs (edgetl compress, when int8 misses the budget): the 1 and 3 most
+# int8-sensitive tensors kept float. Its other rungs are left out: more calibration (all files already
+# get the same 200 images), per-tensor weights (rarely the fix) and QAT (needs training).
+LADDER_FILES = ("tflite-int8-fb1", "tflite-int8-fb3", "onnx-int8-fb1", "onnx-int8-fb3")
+INT8_FILES = ("tflite-int8", "onnx-int8")
+GOALS = {"floor_fp32": 2.5, "floor_int8": 3.0, "int8_over_fp32": 0.6, "two_over_one_thread": 0.7,
+         "edgetl_over_plain": 1.02, "edgetl_over_peer": 1.0, "harness_overhead": 1.03, "help_seconds": 0.5}
 
 
 def count_macs(model: Any) -> int:
@@ -61,23 +83,6 @@ def count_macs(model: Any) -> int:
         else:  # depthwise: kh * kw per output element
             total += int(out[1] * out[2] * out[3] * kernel.shape[0] * kernel.shape[1])
     return total
-
-
-def peak_mac_rate(scratch: Path, threads: int, min_time: float) -> float:
-    """MAC/s of a dense fp32 matmul in LiteRT with XNNPACK: this machine's practical fp32 peak."""
-    from edgetl.targets.litert import LiteRTSession
-    from edgetl.tf_env import tf
-
-    t = tf()
-    rows, inner, cols = 256, 1024, 1024
-    weight = t.constant(np.random.default_rng(0).normal(0, 0.03, (inner, cols)).astype(np.float32))
-    spec = t.TensorSpec([rows, inner], t.float32, name="x")
-    function = t.function(lambda x: t.matmul(x, weight), input_signature=[spec], autograph=False)
-    path = scratch / "matmul.tflite"
-    path.write_bytes(t.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()]).convert())
-    x = np.random.default_rng(1).normal(0, 1, (rows, inner)).astype(np.float32)
-    p50 = interleaved_p50({"matmul": lambda: LiteRTSession(path, num_threads=threads)}, x, min_time)[0]["matmul"]
-    return rows * inner * cols / (p50 / 1000.0)
 
 
 def bare_invoke_p50(path: Path, image: np.ndarray, min_time: float) -> float:
@@ -109,65 +114,167 @@ def harness_p50(opener: Callable[[], Any], image: np.ndarray, min_time: float) -
     return float(np.median(rounds))
 
 
-def export_files(name: str, scratch: Path) -> tuple[dict[str, Path], int]:
-    from benchmarks.int8_speed import randomize_realistically
-    from edgetl.backbones import get_backbone
+def export_files(name: str, model: Any, calibration: np.ndarray, scratch: Path, peers: bool) -> dict[str, Path]:
+    """edgetl's four files and the plain converter's fp32 file; with `peers`, the peers' int8 files too."""
     from edgetl.converters.base import ConversionInput, ExportOptions
     from edgetl.converters.onnx_export import KerasToONNX
     from edgetl.converters.tflite import KerasToTFLite
-    from edgetl.network.model import build_classifier
     from edgetl.tf_env import tf
 
-    model = build_classifier(get_backbone(name), SIZE, 1.0, 10, imagenet=False, dropout=0.0)
-    randomize_realistically(model)
-    calibration = np.random.default_rng(0).uniform(-1, 1, (16, SIZE, SIZE, 3)).astype(np.float32)
     source = ConversionInput(model, SIZE, [str(i) for i in range(10)], calibration)
     files = {}
-    for fmt, mode, converter in (("tflite", "none", KerasToTFLite()), ("tflite", "int8", KerasToTFLite()),
-                                 ("onnx", "none", KerasToONNX()), ("onnx", "int8", KerasToONNX())):
-        files[f"{fmt}-{mode}"] = scratch / f"{name}-{fmt}-{mode}.{fmt}"
-        converter.convert(source, ExportOptions(format=fmt, quantize=mode), files[f"{fmt}-{mode}"])
-    plain = tf().lite.TFLiteConverter.from_keras_model(model)  # what a user writes by hand
-    files["plain-tflite"] = scratch / f"{name}-plain.tflite"
-    files["plain-tflite"].write_bytes(plain.convert())
-    return files, count_macs(model)
+    for key in EDGETL_FILES:
+        fmt, mode = key.split("-")
+        files[key] = scratch / f"{name}-{key}.{fmt}"
+        converter = KerasToTFLite() if fmt == "tflite" else KerasToONNX()
+        converter.convert(source, ExportOptions(format=fmt, quantize=mode), files[key])
+    files["plain-tflite"] = scratch / f"{name}-plain.tflite"  # what a user writes by hand
+    files["plain-tflite"].write_bytes(tf().lite.TFLiteConverter.from_keras_model(model).convert())
+    if peers:
+        from benchmarks import peers as peer_tools
+        from edgetl.compression.sensitivity import fallback_layers, layer_sensitivity
+
+        ranked = [r["layer"] for r in layer_sensitivity(model, calibration[:64])]
+        for key in LADDER_FILES:
+            fmt, _, rung = key.split("-")
+            fallback = fallback_layers(model, ranked[:int(rung[2:])])
+            files[key] = scratch / f"{name}-{key}.{fmt}"
+            converter = KerasToTFLite() if fmt == "tflite" else KerasToONNX()
+            converter.convert(source, ExportOptions(format=fmt, quantize="int8", float_fallback=fallback), files[key])
+
+        files["plain-tflite-int8"] = peer_tools.plain_tflite_int8(model, calibration, scratch / f"{name}-plain-int8.tflite")
+        files["aeq-int8"] = peer_tools.ai_edge_quantizer_int8(files["plain-tflite"], calibration,
+                                                              scratch / f"{name}-aeq-int8.tflite")
+        files["ort-qs-int8"] = peer_tools.ort_quantize_static(files["onnx-none"], calibration,
+                                                              scratch / f"{name}-ort-qs-int8.onnx")
+        files["nncf-int8"] = peer_tools.nncf_quantize(files["onnx-none"], calibration, scratch / f"{name}-nncf-int8.onnx")
+    return files
 
 
-def measure_backbone(name: str, scratch: Path, peak: dict[int, float], min_time: float) -> dict[str, Any]:
+def nncf_files(name: str, files: dict[str, Path], data: Any, scratch: Path) -> dict[str, Path]:
+    from benchmarks import peers as peer_tools
+
+    return {f"nncf-ac{budget}": peer_tools.nncf_accuracy_control(
+                files["onnx-none"], data.calibration, data.val_images, data.val_labels, budget / 100.0,
+                scratch / f"{name}-nncf-ac{budget}.xml")
+            for budget in BUDGETS_PTS}
+
+
+def runtimes_for(path: Path) -> tuple[str, ...]:
+    from edgetl.targets import runtime_availability
+
+    if path.suffix == ".tflite":
+        return ("litert",)
+    if path.suffix == ".xml":  # OpenVINO IR (NNCF's accuracy-controlled files)
+        return ("openvino",)
+    return ("onnxruntime", "openvino") if runtime_availability()["openvino"]["unavailable"] is None else ("onnxruntime",)
+
+
+def opener(path: Path, runtime: str, threads: int) -> Callable[[], Any]:
     from edgetl.targets import open_session
 
-    files, macs = export_files(name, scratch)
-    image = np.random.default_rng(2).uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)
+    if runtime == "litert":
+        return lambda: open_session(path, num_threads=threads)
+    if path.suffix == ".xml":
+        from edgetl.targets.openvino import OpenVINOSession
 
-    def opener(path: Path, threads: int) -> Callable[[], Any]:
-        if path.suffix == ".tflite":
-            return lambda: open_session(path, num_threads=threads)
-        return lambda: open_session(path, intra_op_threads=threads)
+        return lambda: OpenVINOSession(path, intra_op_threads=threads)
+    return lambda: open_session(path, runtime=runtime, intra_op_threads=threads)
 
-    # Every file at 1 and 2 threads in one interleaved measurement: the thread ratios are side by side too.
-    sessions = {(k, t): opener(p, t) for k, p in files.items() for t in (1, 2)}
+
+def accuracy(path: Path, runtime: str, images: np.ndarray, labels: np.ndarray) -> float:
+    session = opener(path, runtime, 2)()
+    scores = np.concatenate([session.predict(images[i:i + 50]) for i in range(0, len(images), 50)])
+    return float(np.mean(np.argmax(scores, axis=1) == labels))
+
+
+def measure_backbone(name: str, scratch: Path, peaks: dict[int, dict[str, float]], min_time: float,
+                     data: Any, peers: bool, nncf_ac: bool) -> dict[str, Any]:
+    from benchmarks.probe_model import probe_classifier
+
+    started = time.perf_counter()
+    model, train_accuracy = probe_classifier(name, SIZE, data)
+    macs = count_macs(model)
+    files = export_files(name, model, data.calibration, scratch, peers)
+    if peers and nncf_ac:
+        files.update(nncf_files(name, files, data, scratch))
+    rows = {f"{key}@{runtime}": (path, runtime) for key, path in files.items() for runtime in runtimes_for(path)}
+    accuracies = {row: accuracy(path, runtime, data.val_images, data.val_labels) for row, (path, runtime) in rows.items()}
+    float_accuracy = accuracies["tflite-none@litert"]
+    image = data.val_images[:1]
+    # Every file in every runtime at 1 and 2 threads in one interleaved measurement: all ratios are side by side.
+    sessions = {(row, t): opener(path, runtime, t) for row, (path, runtime) in rows.items() for t in (1, 2)}
     measured, spread = interleaved_p50(sessions, image, min_time)
-    p50 = {threads: {k: measured[(k, threads)] for k in files} for threads in (1, 2)}
-    result: dict[str, Any] = {"macs": macs, "p50_ms": p50, "bytes": {k: p.stat().st_size for k, p in files.items()},
-                              "spread": {f"{k}@{t}T": v for (k, t), v in spread.items()}}
-    ratios: dict[str, float] = {}
-    for threads in (1, 2):
-        row = p50[threads]
-        best = min(row["tflite-none"], row["tflite-int8"], row["onnx-none"], row["onnx-int8"])
-        floor_ms = macs / peak[threads] * 1000.0
-        ratios[f"floor_{threads}t"] = best / floor_ms
-        ratios[f"int8_over_fp32_litert_{threads}t"] = row["tflite-int8"] / row["tflite-none"]
-        ratios[f"int8_over_fp32_ort_{threads}t"] = row["onnx-int8"] / row["onnx-none"]
-        ratios[f"ort_over_litert_fp32_{threads}t"] = row["onnx-none"] / row["tflite-none"]
-        ratios[f"ort_over_litert_int8_{threads}t"] = row["onnx-int8"] / row["tflite-int8"]
-        ratios[f"edgetl_over_plain_{threads}t"] = row["tflite-none"] / row["plain-tflite"]
-    for key in ("tflite-none", "tflite-int8", "onnx-none", "onnx-int8"):
-        ratios[f"two_over_one_thread_{key}"] = p50[2][key] / p50[1][key]
+    p50 = {threads: {row: measured[(row, threads)] for row in rows} for threads in (1, 2)}
+    result: dict[str, Any] = {
+        "macs": macs, "probe_train_accuracy": round(train_accuracy, 4), "float_accuracy": float_accuracy,
+        "accuracy": accuracies, "drop_pts": {row: round((float_accuracy - a) * 100, 2) for row, a in accuracies.items()},
+        "p50_ms": p50, "bytes": {k: _file_bytes(p) for k, p in files.items()},
+        "spread": {f"{row}@{t}T": v for (row, t), v in spread.items()}}
+    result["ratios"] = ratios(result, peaks, peers)
     bare = bare_invoke_p50(files["tflite-none"], image, min_time)
-    harness = harness_p50(opener(files["tflite-none"], 1), image, min_time)
-    ratios["harness_overhead"] = harness / bare
-    result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    harness = harness_p50(opener(files["tflite-none"], "litert", 1), image, min_time)
+    result["ratios"]["harness_overhead"] = round(harness / bare, 3)
+    result["seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def ratios(result: dict[str, Any], peaks: dict[int, dict[str, float]], peers: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    drop = result["drop_pts"]
+    for threads in (1, 2):
+        row = result["p50_ms"][threads]
+        edgetl = {k: v for k, v in row.items() if k.split("@")[0] in EDGETL_FILES + LADDER_FILES}
+        fp32 = {k: v for k, v in edgetl.items() if k.split("@")[0] not in INT8_FILES}
+        int8 = {k: v for k, v in edgetl.items() if k.split("@")[0] in INT8_FILES}
+        floor_fp32 = result["macs"] / peaks[threads]["fp32_litert"] * 1000.0
+        floor_int8 = result["macs"] / max(peaks[threads]["int8_litert"], peaks[threads]["int8_ort"]) * 1000.0
+        out[f"floor_ms_{threads}t"] = {"fp32": round(floor_fp32, 4), "int8": round(floor_int8, 4)}
+        out[f"floor_fp32_{threads}t"] = round(min(fp32.values()) / floor_fp32, 3)
+        out[f"floor_int8_{threads}t"] = round(min(int8.values()) / floor_int8, 3)
+        for runtime, (fp, q) in {"litert": ("tflite-none", "tflite-int8"), "onnxruntime": ("onnx-none", "onnx-int8"),
+                                 "openvino": ("onnx-none", "onnx-int8")}.items():
+            if f"{q}@{runtime}" in row:
+                out[f"int8_over_fp32_{runtime}_{threads}t"] = round(row[f"{q}@{runtime}"] / row[f"{fp}@{runtime}"], 3)
+        out[f"edgetl_over_plain_{threads}t"] = round(row["tflite-none@litert"] / row["plain-tflite@litert"], 3)
+        if not peers:
+            continue
+        # A peer's user falls back to float too: the plain converter's fp32 file, the float ONNX the peers quantize.
+        peer_rows = {k: v for k, v in row.items() if k not in edgetl or k.startswith("onnx-none@")}
+        for budget in BUDGETS_PTS:
+            ours = _fastest_within(edgetl, drop, budget)
+            theirs = _fastest_within(peer_rows, drop, budget)
+            out[f"budget{budget}_{threads}t"] = {
+                "edgetl": ours, "peer": theirs,
+                "edgetl_over_peer": round(edgetl[ours] / peer_rows[theirs], 3) if ours and theirs else None}
+        for peer in ("plain-tflite-int8@litert", "aeq-int8@litert"):
+            out[f"edgetl_int8_over_{peer.split('@')[0]}_{threads}t"] = round(row["tflite-int8@litert"] / row[peer], 3)
+    for key in result["p50_ms"][1]:
+        out[f"two_over_one_thread_{key}"] = round(result["p50_ms"][2][key] / result["p50_ms"][1][key], 3)
+    return out
+
+
+def _file_bytes(path: Path) -> int:
+    weights = path.with_suffix(".bin")  # OpenVINO IR keeps its weights beside the .xml
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" else 0)
+
+
+def _fastest_within(rows: dict[str, float], drop: dict[str, float], budget: float) -> str | None:
+    passing = [k for k in rows if drop[k] <= budget]
+    return min(passing, key=rows.get) if passing else None
+
+
+def peer_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("tf-keras", "tensorflow-model-optimization", "onnx", "tf2onnx", "nncf", "ai-edge-quantizer",
+                 "scikit-learn"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "missing"
+    return versions
 
 
 def help_seconds() -> float:
@@ -179,100 +286,47 @@ def help_seconds() -> float:
     return float(np.median(runs))
 
 
-def render(results: dict[str, Any]) -> str:
-    machine = results["machine"]
-    lines = ["# Performance suite results", "",
-             f"`python -m benchmarks` on {machine['cpu']} ({machine['cores']} cores; "
-             f"{', '.join(machine['isa_flags'])}), {results['created']}; versions: "
-             + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".", "",
-             f"Peak fp32 MAC rate (LiteRT dense matmul): {results['peak_gmacs']['1']:.1f} GMAC/s at 1 thread, "
-             f"{results['peak_gmacs']['2']:.1f} at 2. `edgetl --help`: {results['help_seconds']:.3f} s "
-             f"(goal < {GOALS['help_seconds']}).", "",
-             "| backbone | MACs | threads | LiteRT fp32 | LiteRT int8 | ORT fp32 | ORT int8 | plain fp32 | "
-             "floor ms | best/floor (≤2.5) | int8/fp32 LiteRT, ORT (≤0.6) | ORT/LiteRT fp32, int8 | edgetl/plain (≤1.02) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, row in results["backbones"].items():
-        r = row["ratios"]
-        for threads in ("1", "2"):
-            p = row["p50_ms"][threads]
-            floor = row["macs"] / results["peak_gmacs"][threads] / 1e9 * 1000
-            lines.append(
-                f"| {name} | {row['macs'] / 1e6:.0f}M | {threads} | {p['tflite-none']:.3f} | {p['tflite-int8']:.3f} | "
-                f"{p['onnx-none']:.3f} | {p['onnx-int8']:.3f} | {p['plain-tflite']:.3f} | {floor:.3f} | "
-                f"{_mark(r[f'floor_{threads}t'], GOALS['floor'])} | "
-                f"{_mark(r[f'int8_over_fp32_litert_{threads}t'], GOALS['int8_over_fp32'])}, "
-                f"{_mark(r[f'int8_over_fp32_ort_{threads}t'], GOALS['int8_over_fp32'])} | "
-                f"{r[f'ort_over_litert_fp32_{threads}t']:.2f}, {r[f'ort_over_litert_int8_{threads}t']:.2f} | "
-                f"{_mark(r[f'edgetl_over_plain_{threads}t'], GOALS['edgetl_over_plain'])} |")
-    lines += ["", "| backbone | 2T/1T LiteRT fp32, int8 (≤0.7) | 2T/1T ORT fp32, int8 (≤0.7) | harness/bare invoke (≤1.03) |",
-              "|---|---|---|---|"]
-    for name, row in results["backbones"].items():
-        r = row["ratios"]
-        lines.append(f"| {name} | {_mark(r['two_over_one_thread_tflite-none'], 0.7)}, "
-                     f"{_mark(r['two_over_one_thread_tflite-int8'], 0.7)} | {_mark(r['two_over_one_thread_onnx-none'], 0.7)}, "
-                     f"{_mark(r['two_over_one_thread_onnx-int8'], 0.7)} | {_mark(r['harness_overhead'], 1.03)} |")
-    lines += ["", "Latencies are p50 in ms, all files and thread counts of a backbone interleaved in one measurement "
-                  "(p25/p75 in results.json). A ratio in **bold** misses its goal.", ""]
-    lines += render_flow(results)
-    return "\n".join(lines)
-
-
-def render_flow(results: dict[str, Any]) -> list[str]:
-    if "flow" not in results:
-        return ["Whole-flow part skipped (--skip-flow).", ""]
-    flow, transfer = results["flow"], results["transfer"]
-    fx = transfer["feature_extraction"]
-    base, cached = fx["keras_tutorial"], fx["edgetl_cached"]
-    return [
-        "| whole flow | measured | goal |", "|---|---|---|",
-        f"| `edgetl demo` wall time (fresh process) | {flow['demo_seconds']:.0f} s | "
-        f"{_mark_seconds(flow['demo_seconds'], 600)} < 600 s |",
-        f"| recommended ({flow['recommended']}) / fastest passing re-timed ({flow['fastest_retimed']}), "
-        f"{flow['threads']} threads | {_mark(flow['recommended_over_fastest'], 1.05)} | ≤ 1.05 |",
-        f"| frozen-phase training throughput, feature cache / Keras tutorial ({base['images_per_second']:.0f} "
-        f"img/s) | {cached['steady_images_per_second']:.0f} img/s = {fx['throughput_ratio']:.1f}x | ≥ 10x |",
-        f"| validation accuracy, cached / tutorial | {cached['val_accuracy']:.4f} / {base['val_accuracy']:.4f} "
-        f"({-fx['accuracy_gap_pts']:+.2f} pts) | within 1 pt |",  # the gap is tutorial - cached
-        f"| end to end incl. one-time extraction ({cached['extract_seconds']:.1f} s), cold cache | "
-        f"{fx['end_to_end_ratio_cold_cache']:.1f}x | (reported) |", ""]
-
-
-def _mark_seconds(value: float, goal: float) -> str:
-    return "met" if value < goal else "**missed**"
-
-
-def _mark(value: float, goal: float) -> str:
-    return f"{value:.2f}" if value <= goal else f"**{value:.2f}**"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--min-time", type=float, default=1.0)
     parser.add_argument("--backbones", default=",".join(BACKBONES))
-    parser.add_argument("--skip-flow", action="store_true",
-                        help="skip the whole-flow part (edgetl demo, recommendation re-timing, transfer; ~15 min)")
+    parser.add_argument("--flow", action="store_true",
+                        help="add the whole-flow part (edgetl demo, recommendation re-timing, transfer; ~12 min; "
+                             "also python benchmarks/flow.py)")
+    parser.add_argument("--skip-peers", action="store_true", help="only edgetl's files (no NNCF, ORT, ai-edge-quantizer)")
+    parser.add_argument("--nncf-ac", action="store_true",
+                        help="add NNCF's accuracy control at each budget (on 2 cores 4-8 min per backbone and budget)")
     args = parser.parse_args()
     from edgetl.artifacts.manifest import now_utc
     from edgetl.runner.machine import machine_info
 
+    from benchmarks.floors import peak_mac_rates
+    from benchmarks.probe_model import labelled_digits
+    from benchmarks.suite_render import render
+
+    started = time.perf_counter()
     results: dict[str, Any] = {"created": now_utc(), "machine": machine_info(), "help_seconds": help_seconds()}
+    results["machine"]["versions"].update(peer_versions())
+    results["nncf_ac"] = args.nncf_ac
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        peak = {threads: peak_mac_rate(scratch, threads, args.min_time) for threads in (1, 2)}
-        results["peak_gmacs"] = {str(t): v / 1e9 for t, v in peak.items()}
+        peaks = {threads: peak_mac_rates(scratch, threads, args.min_time) for threads in (1, 2)}
+        results["peak_gmacs"] = {str(t): {k: round(v / 1e9, 2) for k, v in p.items()} for t, p in peaks.items()}
+        data = labelled_digits(SIZE)
         results["backbones"] = {}
         for name in args.backbones.split(","):
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            row = measure_backbone(name, scratch, peak, args.min_time)
+            row = measure_backbone(name, scratch, peaks, args.min_time, data, peers=name in WITH_PEERS and not args.skip_peers, nncf_ac=args.nncf_ac)
             row["p50_ms"] = {str(t): v for t, v in row["p50_ms"].items()}
             results["backbones"][name] = row
-        if not args.skip_flow:
+        if args.flow:
             from benchmarks import flow
 
             print("measuring the whole flow (edgetl demo, transfer) ...", file=sys.stderr, flush=True)
             results["flow"] = flow.demo_and_recommendation(scratch, args.min_time)
             results["transfer"] = flow.frozen_training_throughput(scratch)
+    results["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "RESULTS.md").write_text(render(results))

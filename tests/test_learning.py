@@ -66,7 +66,8 @@ def test_from_scratch_with_default_options_learns_real_digits(digits, tmp_path):
 
 def test_chained_transfer_inherits_backbone_alpha_and_size(run, tmp_path):
     data = write_image_folder(tmp_path / "data", classes=2, per_class=6)
-    manifest = edgetl.train(str(data), str(tmp_path / "next"), weights=str(run), epochs=1, batch_size=8,
+    manifest = edgetl.train(str(data), str(tmp_path / "next"), weights=str(run), epochs=1, fine_tune_epochs=0,
+                            batch_size=8,
                             augment=False)
     parent = read_manifest(run).to_json()["backbone"]
     child = manifest.to_json()["backbone"]
