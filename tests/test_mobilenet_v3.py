@@ -70,6 +70,15 @@ def assert_int8_throughout(info):
         assert dtypes <= {"int8", "int32"}, (op["op"], dtypes)
 
 
+def assert_same_network(app, ours, images):
+    """Same weighted layers by name, all copied across, same weights and output: the same network."""
+    app_weighted = [layer.name for layer in app.layers if layer.weights]
+    assert sorted(app_weighted) == sorted(layer.name for layer in ours.layers if layer.weights)
+    assert mobilenet_v3.copy_weights_by_name(app, ours) == len(app_weighted)
+    assert len(ours.weights) == len(app.weights) and ours.output_shape == app.output_shape
+    np.testing.assert_allclose(ours(images, training=False), app(images, training=False), atol=1e-5, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def small_classifier():
     backbone = mobilenet_v3.build_mobilenet_v3_small(32, 0.75, None)
@@ -87,11 +96,7 @@ def test_rebuild_equals_application_layer_for_layer(model_type, alpha, images):
     app = mobilenet_v3.application(model_type, 32, alpha, None)
     randomize(app)
     ours = BUILDERS[model_type](32, alpha, None)
-    app_weighted = [layer.name for layer in app.layers if layer.weights]
-    assert sorted(app_weighted) == sorted(layer.name for layer in ours.layers if layer.weights)
-    assert mobilenet_v3.copy_weights_by_name(app, ours) == len(app_weighted)
-    assert len(ours.weights) == len(app.weights) and ours.output_shape == app.output_shape
-    np.testing.assert_allclose(ours(images, training=False), app(images, training=False), atol=1e-5, rtol=0)
+    assert_same_network(app, ours, images)
     # Plain layers only, flat: what TFMOT can wrap one by one.
     kinds = {type(layer).__name__ for layer in ours.layers}
     assert not kinds & {"TFOpLambda", "Lambda", "Functional", "Model", "Sequential"}
@@ -133,11 +138,7 @@ def test_minimalistic_rebuild_equals_the_minimalistic_application(model_type, al
     app = mobilenet_v3.application(model_type, 32, alpha, None, minimalistic=True)
     randomize(app)
     ours = MINIMALISTIC_BUILDERS[model_type](32, alpha, None)
-    app_weighted = [layer.name for layer in app.layers if layer.weights]
-    assert sorted(app_weighted) == sorted(layer.name for layer in ours.layers if layer.weights)
-    assert mobilenet_v3.copy_weights_by_name(app, ours) == len(app_weighted)
-    assert len(ours.weights) == len(app.weights) and ours.output_shape == app.output_shape
-    np.testing.assert_allclose(ours(images, training=False), app(images, training=False), atol=1e-5, rtol=0)
+    assert_same_network(app, ours, images)
     # The edge variant: no squeeze-excite gate, no hard activations, only 3x3 depthwise kernels.
     kinds = {type(layer).__name__ for layer in ours.layers}
     assert not kinds & {"TFOpLambda", "Lambda", "Multiply", "HardSwish", "HardSigmoid"}
