@@ -379,15 +379,17 @@ class _TestSettings(ast.NodeTransformer):
 
 
 RUNNER = """
-import json, sys, traceback
+import json, sys, time, traceback
 namespace = {"__name__": "__docs__"}
 for where, source in json.load(sys.stdin):
+    started = time.perf_counter()
     try:
         exec(compile(source, where, "exec"), namespace)
     except BaseException:
         traceback.print_exc()
         print(f"DOCS-SNIPPET-FAILED {where}", file=sys.stderr)
         sys.exit(1)
+    print(f"DOCS-BLOCK-TIME {time.perf_counter() - started:.1f} {where}", file=sys.stderr)
 """
 
 
@@ -402,6 +404,10 @@ def _run_python(page: str, blocks: list[tuple[str, str]], ws: dict[str, Any]) ->
     done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(sources), capture_output=True, text=True,
                           cwd=ws["path"], env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900)
     _log_time(page, f"{len(blocks)} python block(s)", started)
+    for line in done.stderr.splitlines():
+        if line.startswith("DOCS-BLOCK-TIME ") and os.environ.get("EDGETL_DOCS_TIMING"):
+            with open(os.environ["EDGETL_DOCS_TIMING"], "a", encoding="utf-8") as fh:
+                fh.write(f"    {line.split()[1]:>5} s wall (block)  {line.split()[2]}\n")
     assert done.returncode == 0, f"{page}: a Python block failed\n{done.stderr[-6000:]}"
 
 

@@ -18,6 +18,7 @@ from edgetl.runner.ranking import TIE_TOLERANCE, recommend
 from edgetl.targets.profiles import load_profile
 
 X86 = load_profile("x86-cpu")  # threads = 4
+SAME_FILE_NOISE = 0.15  # one tiny file timed twice side by side (see the test that measures it)
 
 
 def row(name: str, size: int, p50: dict[int, float], float_ops: int = 0) -> dict:
@@ -167,8 +168,12 @@ def test_one_file_timed_side_by_side_with_itself_is_a_tie(run, exported):
     first, second, other = retime([(int8, "litert", None, 1), (int8, "litert", None, 1),
                                    (onnx, "onnxruntime", None, 1)])
     assert all(t["runs"] >= 30 and t["ci_low_ms"] <= t["p50_ms"] <= t["ci_high_ms"] for t in (first, second, other))
+    # A 30 us model on a shared 2-vCPU machine is bimodal (0.030 or 0.040 ms a run, switching within a second),
+    # so its median moves with the mix; measured with 20 turns each: at most 7 % apart in 8 repeats (with the
+    # six turns of 0.3 s before, up to 27 %). A bias of the turn order (no warm-up, a spinning ORT pool) is more.
     assert first["ci_low_ms"] <= second["ci_high_ms"] and second["ci_low_ms"] <= first["ci_high_ms"] or \
-        abs(first["p50_ms"] / second["p50_ms"] - 1) <= TIE_TOLERANCE, (first, second)
+        abs(first["p50_ms"] / second["p50_ms"] - 1) <= SAME_FILE_NOISE, (first, second)
+    assert other["p50_ms"] > 1.5 * first["p50_ms"], "the float ONNX file's row should come back third, not int8's"
 
 
 DEMO_RUN = Path(__file__).resolve().parents[1] / "edgetl-demo" / "run"

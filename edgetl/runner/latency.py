@@ -84,20 +84,25 @@ def median_interval(durations_ms: list[float] | np.ndarray) -> tuple[float, floa
 
 
 def interleaved(calls: dict[Any, Callable[[], Any]], min_time: float, block_seconds: float = 0.05, skip: int = 3,
-                pause: float = 0.02, min_runs: int = 30) -> dict[Any, dict[str, float]]:
+                pause: float = 0.02, min_runs: int = 30, min_turns: int = 20) -> dict[Any, dict[str, float]]:
     """Time prepared inference calls side by side: all sessions open at once and take turns in blocks of at
     least 10 inferences and `block_seconds`, until each has run `min_time` seconds and `min_runs` times. A
     load burst or a slow spell of a shared machine, which on 2 vCPUs lasts from a second to minutes, then
     falls on every session alike, so their ratios hold even when absolute times drift. Not timed: the
     first `skip` runs of a block (the caches still hold another model) and a `pause` between blocks
     (ONNX Runtime's worker threads spin for a while after a run and would slow whichever session comes
-    next). Per call: p50, p25, p75 and the median's 95 % interval in ms, and the run count."""
+    next). Each session gets at least `min_turns` turns, so that one slow spell cannot land on one session
+    alone (measured: the same 30 us file timed twice in six 50 ms turns each came out up to 27 % apart; shorter
+    turns instead of more of them idle the CPU more and slowed every session by a third). Per call: p50, p25,
+    p75 and the median's 95 % interval in ms, and the run count."""
     for call in calls.values():
         for _ in range(10):
             call()
     durations: dict[Any, list[float]] = {key: [] for key in calls}
     spent = {key: 0.0 for key in calls}
-    while min(spent.values()) < min_time or min(len(d) for d in durations.values()) < min_runs:
+    turns = 0
+    while min(spent.values()) < min_time or min(len(d) for d in durations.values()) < min_runs or turns < min_turns:
+        turns += 1
         for key, call in calls.items():
             time.sleep(pause)
             index, block_started = 0, time.perf_counter()
