@@ -3,7 +3,8 @@
 The model is traced as a concrete function with a fixed batch of 1 (what edge apps feed) and an
 input named "image". int8 is full-integer: only int8 kernels are allowed (TFLITE_BUILTINS_INT8), so
 the converter fails rather than silently leaving float ops; weights are per-channel; activations are
-calibrated on representative images from the run's training split.
+calibrated on representative images from the run's training split, with ranges measured so that no
+buffer reuse corrupts them (tflite_calibration).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgetl.converters.base import ConversionInput, ExportOptions
+from edgetl.converters.tflite_calibration import calibrated_model, quantize
 from edgetl.errors import CheckFailedError
 from edgetl.network.tasks import as_list, name_tflite_outputs, task_outputs
 from edgetl.tf_env import tf
@@ -53,10 +55,13 @@ class KerasToTFLite:
             converter._experimental_disable_per_channel = not options.per_channel  # no public switch
         facts: dict[str, Any] = {"converter": "tf.lite.TFLiteConverter", "batch": 1}
         try:
-            flatbuffer = converter.convert()
-            if options.float_fallback:
-                flatbuffer, facts["float_nodes"] = _with_float_fallback(concrete, converter, flatbuffer, source,
-                                                                         options.float_fallback)
+            if options.quantize == "int8":  # the converter's calibration misreads some ranges: tflite_calibration
+                calibrated = calibrated_model(converter, source.calibration)
+                flatbuffer = quantize(calibrated, options.per_channel, options.io_dtype)
+                if options.float_fallback:
+                    flatbuffer, facts["float_nodes"] = _with_float_fallback(calibrated, flatbuffer, options)
+            else:
+                flatbuffer = converter.convert()
         except Exception as exc:  # the converter raises ConverterError and plain Exceptions alike
             raise CheckFailedError(f"TFLite conversion ({options.quantize}) failed: {str(exc).splitlines()[0]}") from exc
         if tasks:
@@ -73,19 +78,14 @@ def _representative(images: np.ndarray) -> Iterator[list[np.ndarray]]:
         yield [image[None].astype(np.float32)]
 
 
-def _with_float_fallback(concrete: Any, converter: Any, full_int8: bytes, source: ConversionInput,
-                         layers: tuple[str, ...]) -> tuple[bytes, list[str]]:
-    """Selective quantization: the ops of `layers` stay float (TFLite's QuantizationDebugger denylist);
-    QUANTIZE/DEQUANTIZE ops go in at the borders, so the model is no longer full-integer."""
+def _with_float_fallback(calibrated: bytes, full_int8: bytes, options: ExportOptions) -> tuple[bytes, list[str]]:
+    """Selective quantization: the ops of `options.float_fallback` (layer names) stay float (the MLIR
+    quantizer's denylist); QUANTIZE/DEQUANTIZE ops go in at the borders, so the model is no longer full-integer."""
     from ai_edge_litert.interpreter import Interpreter
 
-    t = tf()
+    layers = options.float_fallback
     names = [d["name"] for d in Interpreter(model_content=full_int8).get_tensor_details()]
     nodes = sorted({n for n in names for layer in layers if f"/{layer}/" in n})
     if not nodes:
         raise CheckFailedError(f"float fallback: no TFLite op belongs to the layers {', '.join(layers)}")
-    converter.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8, t.lite.OpsSet.TFLITE_BUILTINS]
-    debugger = t.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: _representative(source.calibration[:8]),
-        debug_options=t.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes))
-    return debugger.get_nondebug_quantized_model(), nodes
+    return quantize(calibrated, options.per_channel, float_nodes=tuple(nodes)), nodes

@@ -196,6 +196,33 @@ def test_float_export_fuses_hard_swish_and_int8_export_does_not(small_classifier
     assert "HARD_SWISH" not in int8_info["op_histogram"]
 
 
+def test_int8_conversion_folds_each_hard_swish_sixth_into_the_kernels_that_read_it(small_classifier, images,
+                                                                                    tmp_path):
+    """x * relu6(x + 3) / 6 costs two int8 MULs; with the 1/6 moved into the next kernels, one. In Small
+    every hard-swish reaches only kernels (through padding and squeeze-excite); in Large the stem's feeds
+    the first block's residual Add, which no kernel can correct, so it keeps its 1/6."""
+    from edgetl.backbones.layers import HardSigmoid, HardSwish, for_int8_conversion
+
+    int8_model = for_int8_conversion(small_classifier)
+    hard_swishes = [layer for layer in int8_model.layers if isinstance(layer, HardSwish)]
+    assert hard_swishes and all(layer.unscaled for layer in hard_swishes)
+    np.testing.assert_allclose(int8_model(images, training=False), small_classifier(images, training=False),
+                               atol=1e-5, rtol=0)
+    info = to_tflite(int8_model, tmp_path / "int8.tflite", calibration=images)
+    assert_int8_throughout(info)
+    gates = sum(isinstance(layer, HardSigmoid) for layer in int8_model.layers)  # its own 1/6 MUL, and the gate's
+    assert info["op_histogram"]["MUL"] == len(hard_swishes) + 2 * gates
+
+    large = with_head(mobilenet_v3.build_mobilenet_v3_large(32, 1.0, None))
+    randomize(large)
+    folded = for_int8_conversion(large)
+    unscaled = {layer.name for layer in folded.layers if isinstance(layer, HardSwish) and layer.unscaled}
+    assert "Conv/hard_swish" not in unscaled
+    assert len(unscaled) == sum(isinstance(layer, HardSwish) for layer in large.layers) - 1
+    expected = large(images, training=False).numpy()
+    np.testing.assert_allclose(folded(images, training=False), expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("model_type", ["small", "large"])
 def test_minimalistic_exports_to_int8_with_only_conv_add_mean(model_type, images, tmp_path):
     """The edge variant's int8 file has no HARD_SWISH (not on the Edge TPU compiler's list) and no MUL
