@@ -55,13 +55,18 @@ class KerasToTFLite:
             converter._experimental_disable_per_channel = not options.per_channel  # no public switch
         facts: dict[str, Any] = {"converter": "tf.lite.TFLiteConverter", "batch": 1}
         try:
-            if options.quantize == "int8":  # the converter's calibration misreads some ranges: tflite_calibration
+            # Post-training int8: the converter's calibration misreads some ranges (tflite_calibration). A QAT
+            # model's ranges are its fake-quant ranges: the converter quantizes it as it is.
+            post_training = options.quantize == "int8" and not _fake_quantized(model)
+            if post_training:
                 calibrated = calibrated_model(converter, source.calibration)
                 flatbuffer = quantize(calibrated, options.per_channel, options.io_dtype)
-                if options.float_fallback:
-                    flatbuffer, facts["float_nodes"] = _with_float_fallback(calibrated, flatbuffer, options)
             else:
                 flatbuffer = converter.convert()
+            if options.float_fallback:
+                if not post_training:
+                    calibrated = calibrated_model(converter, source.calibration, remeasure=False)
+                flatbuffer, facts["float_nodes"] = _with_float_fallback(calibrated, flatbuffer, options)
         except Exception as exc:  # the converter raises ConverterError and plain Exceptions alike
             raise CheckFailedError(f"TFLite conversion ({options.quantize}) failed: {str(exc).splitlines()[0]}") from exc
         if tasks:
@@ -76,6 +81,11 @@ class KerasToTFLite:
 def _representative(images: np.ndarray) -> Iterator[list[np.ndarray]]:
     for image in images:
         yield [image[None].astype(np.float32)]
+
+
+def _fake_quantized(model: Any) -> bool:
+    """A TFMOT quantization-aware-trained model (quantize_apply's QuantizeLayer/QuantizeWrapper layers)."""
+    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 
 
 def _with_float_fallback(calibrated: bytes, full_int8: bytes, options: ExportOptions) -> tuple[bytes, list[str]]:
