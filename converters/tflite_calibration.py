@@ -2,10 +2,10 @@
 
 TFLiteConverter (2.21) records some tensors' ranges as the range of the op that consumes them, as if
 read after an in-place op overwrote their buffer: the range of x/6 in (x/6) * relu6(x + 3) comes out
-as the product's (MobileNetV3-Large, 224 px: 0..3.54 recorded, 0..0.59
-real), a residual's convolution output as the sum's, relu6(x + 3) in x * relu6(x + 3) as 0..1839.
-Those tensors get a too-coarse int8 scale, up to hundreds of times too coarse, and the int8 file
-loses accuracy for no reason (the same model's top-1 drop on 400 held-out digits: 27.5 pts with the
+as the product's (MobileNetV3-Large, 224 px: -0.65..3.54 recorded,
+-0.65..0.59 real), a residual's convolution output as the sum's, relu6(x + 3) in x * relu6(x + 3) as
+0..1839. Those tensors get an int8 scale 2x to hundreds of times too coarse, and the int8 file loses
+accuracy for no reason (the same model's top-1 drop on 400 held-out digits: 27.5 pts with the
 converter's ranges, 11.25 with the real ones).
 
 So the converter only calibrates (its private `_experimental_calibrate_only`, what its own
