@@ -70,7 +70,8 @@ def quantize(calibrated: bytes, per_channel: bool, io_dtype: str = "float32",
     t = tf()
     io_type = {"float32": t.float32, "int8": t.int8, "uint8": t.uint8}[io_dtype]
     if float_nodes:
-        return convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, denylisted_nodes=list(float_nodes))
+        return convert.mlir_quantize(calibrated, disable_per_channel=not per_channel,
+                                     denylisted_nodes=list(float_nodes))
     return convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, input_data_type=io_type,
                                  output_data_type=io_type)
 
