@@ -182,9 +182,11 @@ DEMO_RUN = Path(__file__).resolve().parents[1] / "edgetl-demo" / "run"
 @pytest.mark.slow
 def test_the_demo_models_recommendation_is_the_same_three_times(monkeypatch):
     """On the demo's real files (CI's setup runs `edgetl demo`): the compress report's candidates, ranked
-    with fresh side-by-side timings three times in a row, name the same configuration each time, and the
-    same file as the demo. (The thread count may differ from the demo's own: whether a second thread pays
-    depends on what else the machine was running then, which is why it is measured, not assumed.)"""
+    with fresh side-by-side timings three times in a row, name the same file each time, the demo's. (The
+    thread count may differ between them and from the demo's: whether a second thread pays depends on what
+    else the machine runs, which is why it is measured, not assumed. Measured here within one minute, the
+    demo's int8 file at 2 threads vs 1: 0.26 vs 0.44 ms, then 0.30-0.34 vs 0.44, either side of the 1.25x a
+    second thread must buy.)"""
     import os
 
     from edgetl.artifacts.run_dir import Run
@@ -206,6 +208,5 @@ def test_the_demo_models_recommendation_is_the_same_three_times(monkeypatch):
     entries = collect(list(dict.fromkeys(str(Path(a["path"]).parent) for a in passing)), options)
     retime = side_by_side_retimer(entries, Run.open(DEMO_RUN).splits[1].paths[0], options)
     again = [recommend(report["artifacts"], [X86], retime)["x86-cpu"] for _ in range(3)]
-    chosen = {(r["artifact"], r["threads"]) for r in again}
-    assert len(chosen) == 1 and next(iter(chosen))[0] == shipped["artifact"], \
-        [(r["artifact"], r["threads"], r["considered"]) for r in again]
+    chosen = {r["artifact"] for r in again}
+    assert chosen == {shipped["artifact"]}, [(r["artifact"], r["threads"], r["considered"]) for r in again]
