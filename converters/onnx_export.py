@@ -66,8 +66,9 @@ class KerasToONNX:
             try:
                 quantized = onnx_quantize.quantize(float_path, out, options.quantize, source.calibration,
                                                    options.per_channel, options.float_fallback)
-                if "constant_scales_folded" in quantized:  # static int8: a pass on the quantized graph
-                    facts["graph_passes"]["constant_scales_folded"] = quantized.pop("constant_scales_folded")
+                for name in ("constant_scales_folded", "weights_narrowed_to_7_bits"):  # static int8's passes
+                    if name in quantized:
+                        facts["graph_passes"][name] = quantized.pop(name)
                 facts |= quantized
             finally:
                 float_path.unlink(missing_ok=True)

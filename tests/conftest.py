@@ -58,13 +58,20 @@ TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 32, "weights": 
 MODES = ["none", "fp16", "dynamic", "int8"]
 
 
+# On an AVX2 machine (2026-12-07) 30 per class trained to 0.83 validation accuracy and the int8 exports missed
+# the export tolerance (mean |difference| 0.051 > 0.05); 40 per class reached 1.0 in the same time, but the
+# chained-transfer tests built on this run (siamese, prototype, TFLM, OpenVINO) then need retuning: not done yet.
+RUN_IMAGES_PER_CLASS = 30
+RUN_VAL_IMAGES = 18  # the run fixture's validation split: 20 % of 3 x 30
+
+
 @pytest.fixture(scope="session")
 def run(tmp_path_factory):
     """A small model that really learned (confident predictions), so quantization agreement means something."""
     import edgetl
 
     root = tmp_path_factory.mktemp("trained-run")
-    data = write_image_folder(root / "data", classes=3, per_class=30)
+    data = write_image_folder(root / "data", classes=3, per_class=RUN_IMAGES_PER_CLASS)
     manifest = edgetl.train(str(data), str(root / "run"),
                             **TINY | {"epochs": 0, "fine_tune_epochs": 20, "fine_tune_layers": "all",
                                       "fine_tune_learning_rate": 2e-3, "batch_size": 16})

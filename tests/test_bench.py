@@ -10,7 +10,7 @@ import pytest
 
 from edgetl.runner.latency import summarize, time_runs
 from edgetl.runner.parity import gate, parity
-from tests.conftest import run_cli
+from tests.conftest import RUN_IMAGES_PER_CLASS, RUN_VAL_IMAGES, run_cli
 
 FAST = ["--runs", "5", "--min-time", "0.05", "--warmup", "1", "--threads", "1", "--throughput-batch", "4"]
 
@@ -82,10 +82,10 @@ def test_bench_run_writes_three_reports_and_recommends_the_fastest_passing_artif
         openvino, ort = rows[f"onnx-{mode}@openvino"], rows[f"onnx-{mode}"]
         assert openvino["runtime"] == "openvino" and ort["runtime"] == "onnxruntime"
         assert openvino["path"] == ort["path"] and openvino["latency"][0]["p50_ms"] > 0
-        assert abs(openvino["parity"]["accuracy"] - ort["parity"]["accuracy"]) <= 1 / 18 + 1e-9
+        assert abs(openvino["parity"]["accuracy"] - ort["parity"]["accuracy"]) <= 1 / RUN_VAL_IMAGES + 1e-9
     assert report["machine"]["versions"]["openvino"] != "missing"
     for artifact in report["artifacts"]:
-        assert artifact["parity"]["images"] == report["settings"]["images"] == 18
+        assert artifact["parity"]["images"] == report["settings"]["images"] == RUN_VAL_IMAGES
         assert artifact["latency"][0]["runs"] >= 5 and artifact["latency"][0]["p50_ms"] > 0
         assert artifact["peak_rss_bytes"] > 10_000_000
         assert artifact["gate"]["passed"], artifact["gate"]
@@ -164,5 +164,5 @@ def test_bare_exported_file_uses_its_metadata_and_needs_data(run, exported, tmp_
     result = run_cli("bench", str(copy), *FAST, "--data", str(data), "-o", str(tmp_path / "r"), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     entry = json.loads(result.stdout)["artifacts"][0]
-    assert entry["parity"]["images"] == 90 and entry["parity"]["accuracy"] >= 0.8
+    assert entry["parity"]["images"] == 3 * RUN_IMAGES_PER_CLASS and entry["parity"]["accuracy"] >= 0.8
     assert entry["parity"]["top1_agreement"] is None  # no Keras reference for a bare file

@@ -81,12 +81,15 @@ def top_k_output(stdout: str) -> dict[str, list[tuple[str, float]]]:
     return shown
 
 
-def runner_top1(run: Path, model: Path, images: list[Path]) -> list[str]:
+def runner_probabilities(run: Path, model: Path, images: list[Path]) -> np.ndarray:
     """edgetl's own runner: its preprocessing, the model file in its runtime."""
     opened = Run.open(run)
-    probabilities = open_session(model).predict(load_images([str(p) for p in images], opened.image_size,
-                                                            opened.preprocessing))
-    return [opened.labels[i] for i in np.argmax(probabilities, axis=1)]
+    return open_session(model).predict(load_images([str(p) for p in images], opened.image_size, opened.preprocessing))
+
+
+def runner_top1(run: Path, model: Path, images: list[Path]) -> list[str]:
+    labels = Run.open(run).labels
+    return [labels[i] for i in np.argmax(runner_probabilities(run, model, images), axis=1)]
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +186,12 @@ def test_python_client_selftest_passes_on_a_copy_without_edgetl(deployed, name):
 
 @pytest.mark.parametrize("name", [name for name in FROM_EXPORTED if name.startswith("onnx")])
 def test_openvino_client_selftest_passes_on_every_onnx_bundle(deployed, name):
-    # The same expected outputs (ONNX Runtime's) and tolerances: OpenVINO reproduces them.
+    # OpenVINO's own outputs, recorded at bundle time (its kernels round differently from ONNX Runtime's:
+    # on an AVX2 machine 0.25 on a near-tie int8 vector), with the mode's tolerances.
     done = python_client(deployed[name], "--selftest", client="client_openvino.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == "selftest passed: 6 of 6 test vectors match"
-    assert "OpenVINO" in done.stdout
+    assert "in OpenVINO" in done.stdout and "expected: OpenVINO's own outputs" in done.stdout
 
 
 @pytest.mark.parametrize("name", ["onnx-none", INT8_IO])
@@ -289,10 +293,15 @@ def test_mediapipe_image_classifier_runs_the_bundled_tflite_files(run, bundles, 
     labels = (bundles["tflite-none"] / "labels.txt").read_text().splitlines()
     for name in ["tflite-none", "tflite-int8"]:
         assert results[name]["ok"], results[name].get("error")
-        expected = runner_top1(run, bundles[name] / "model.tflite", [Path(p) for p in images])
-        for categories, top1 in zip(results[name]["images"], expected):
+        expected = runner_probabilities(run, bundles[name] / "model.tflite", [Path(p) for p in images])
+        # MediaPipe decodes and resizes the image its own way: on a near tie of this small model (0.61 / 0.39,
+        # measured) that flips the top-1. A wrong normalization or label order flips confident answers too.
+        margins = np.diff(np.sort(expected, axis=1)[:, -2:], axis=1)[:, 0]
+        assert np.sum(margins >= 0.5) >= 3, margins  # at least half the vectors are confident
+        for categories, probabilities, margin in zip(results[name]["images"], expected, margins):
             assert {c["index"]: c["name"] for c in categories} == dict(enumerate(labels))
-            assert max(categories, key=lambda c: c["score"])["name"] == top1
+            if margin >= 0.5:
+                assert max(categories, key=lambda c: c["score"])["name"] == labels[int(np.argmax(probabilities))]
     # MediaPipe takes float32 or uint8 input tensors only: an int8-I/O model needs the LiteRT client (ANDROID.md).
     assert not results[INT8_IO]["ok"] and "got INT8" in results[INT8_IO]["error"]
 

@@ -78,16 +78,16 @@ def test_export_shows_only_edgetls_lines_and_keeps_tensorflows_in_the_run(run, t
     not the terminal; with --verbose they reach the terminal too."""
     log_path = run / LOG_NAME
     before = log_path.read_text() if log_path.exists() else ""
-    quiet = run_cli("export", str(run), "--format", "tflite", "--quantize", "int8", "--calibration-size", "8",
-                    "--verify-size", "8", "-o", str(tmp_path / "quiet"))
+    quiet = run_cli("export", str(run), "--format", "tflite", "--quantize", "int8", "--calibration-size", "24",
+                    "--verify-size", "24", "-o", str(tmp_path / "quiet"))
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not NATIVE.search(quiet.stderr), quiet.stderr
     assert "converting" in quiet.stderr and "wrote" in quiet.stderr  # edgetl's own progress lines are shown
     added = log_path.read_text()[len(before):]
     assert added.startswith(f"==> edgetl export {run} --format tflite")
     assert NATIVE.search(added) and "converting" in added
-    loud = run_cli("export", str(run), "--format", "tflite", "--quantize", "int8", "--calibration-size", "8",
-                   "--verify-size", "8", "-o", str(tmp_path / "loud"), "--verbose")
+    loud = run_cli("export", str(run), "--format", "tflite", "--quantize", "int8", "--calibration-size", "24",
+                   "--verify-size", "24", "-o", str(tmp_path / "loud"), "--verbose")
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert NATIVE.search(loud.stderr), loud.stderr
     assert log_path.read_text()[len(before) + len(added):] == ""  # --verbose: nothing captured, nothing kept

@@ -33,12 +33,13 @@ def test_head_trains_and_exports_verified_int8(head, run, tmp_path):
     import edgetl
     from edgetl.exporting.exporter import export_run
 
-    data = write_image_folder(tmp_path / "data", classes=3, per_class=12, size=32)
+    # 12 per class left 6 validation images, where one flip is 17 % of the agreement (failed on an AVX2 machine).
+    data = write_image_folder(tmp_path / "data", classes=3, per_class=30, size=32)
     # On the trained fixture's backbone (chained transfer), so predictions are confident: int8
     # agreement on the near-ties of an untrained model would mean nothing.
     manifest = edgetl.train(str(data), str(tmp_path / "run"), **TINY | {
         "head": head, "weights": str(run), "epochs": 6, "learning_rate": 3e-3})
     assert manifest.options["head"] == head
     for fmt in ("tflite", "onnx"):
-        artifact = export_run(tmp_path / "run", format=fmt, quantize="int8", calibration_size=16, verify_size=8)
+        artifact = export_run(tmp_path / "run", format=fmt, quantize="int8", calibration_size=16, verify_size=18)
         assert artifact.sections["verification"]["problems"] == []

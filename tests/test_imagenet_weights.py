@@ -144,3 +144,20 @@ def test_exported_files_recognise_the_photos(lite0_imagenet, tmp_path, fmt, mode
                       ExportOptions(format=fmt, quantize=mode), out)
     probabilities = open_session(out).predict(photo_batch(["chelsea", "coffee"], 224))
     assert_cat_and_coffee(probabilities, f"{fmt} {mode}")
+
+
+@pytest.mark.slow
+def test_the_qat_copy_recognises_the_photos_before_it_trains(lite0_imagenet):
+    """TFMOT starts every activation range at -6..6 and moves it by a 0.999 moving average per step, while this
+    network's residual sums reach 50-100: uncalibrated, the demo model's QAT copy answered at chance. Calibrated
+    on other photos (compress calibrates on the run's training images), it answers like the float network,
+    also after a training step at learning rate 0, which moves only the ranges."""
+    from edgetl.compression import qat
+    from edgetl.tf_env import keras
+
+    others = photo_batch(["astronaut", "rocket", "camera", "coins", "brick", "grass", "gravel", "hubble_deep_field"],
+                         224)
+    wrapped = qat.apply(lite0_imagenet, calibration=others)
+    wrapped.compile(optimizer=keras().optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    wrapped.fit(others, np.zeros(len(others)), batch_size=len(others), epochs=1, verbose=0)
+    assert_cat_and_coffee(wrapped(photo_batch(["chelsea", "coffee"], 224), training=False).numpy(), "QAT copy")

@@ -9,7 +9,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl.converters.onnx_passes import drop_identity_reshapes, fold_constant_scales, fuse_hard_sigmoid
+from edgetl.converters.onnx_passes import (drop_identity_reshapes, fold_constant_scales, fuse_hard_sigmoid,
+                                          narrow_weights)
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -91,6 +92,47 @@ def test_constant_multiply_folds_into_the_dequantize_scale():
     np.testing.assert_allclose(after, expected, atol=1e-6, rtol=0)
     assert np.abs(after - before).max() <= 0.05 / 6.0 / 2 + 1e-6  # within half a step of the old requantization
 
+
+def _qdq_conv_with_8_bit_weights() -> tuple[onnx.ModelProto, np.ndarray]:
+    """x -> Q -> DQ -> Conv(DQ(w), DQ(bias)) -> y: one per-tensor, asymmetric 8-bit weight as tf2onnx writes a
+    QAT model's, two output channels of very different ranges (a depthwise kernel's usual spread)."""
+    rng = np.random.default_rng(0)
+    weight = np.concatenate([rng.uniform(-2, 2, (1, 3, 3, 3)), rng.uniform(-0.05, 0.05, (1, 3, 3, 3))])
+    s_w, z_w = 4.0 / 255, np.int8(-1)
+    q_w = np.clip(np.round(weight / s_w) + z_w, -128, 127).astype(np.int8)
+    s_x = 2.0 / 255
+    bias = np.array([0.3, -0.02])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "z_x"], ["q_x"]),
+             helper.make_node("DequantizeLinear", ["q_x", "s_x", "z_x"], ["d_x"]),
+             helper.make_node("DequantizeLinear", ["q_w", "s_w", "z_w"], ["d_w"]),
+             helper.make_node("DequantizeLinear", ["q_b", "s_b"], ["d_b"]),
+             helper.make_node("Conv", ["d_x", "d_w", "d_b"], ["y"], pads=[1, 1, 1, 1])]
+    initializers = [_scalar("s_x", s_x), _scalar("z_x", 128, np.uint8), numpy_helper.from_array(q_w, "q_w"),
+                    _scalar("s_w", s_w), _scalar("z_w", z_w, np.int8), _scalar("s_b", s_x * s_w),
+                    numpy_helper.from_array(np.round(bias / (s_x * s_w)).astype(np.int32), "q_b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 6, 6))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 2, 6, 6))], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model, (q_w.astype(np.float64) - z_w) * s_w
+
+
+def test_8_bit_weights_are_narrowed_per_channel_to_7_bits_with_the_same_function():
+    model, weight = _qdq_conv_with_8_bit_weights()
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 6, 6)).astype(np.float32)
+    before = _run(model, x)
+    assert narrow_weights(model, 64) == 1
+    onnx.checker.check_model(model)
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    dq = next(node for node in model.graph.node if node.op_type == "DequantizeLinear" and node.output[0] == "d_w")
+    q, scale, zero = (constants[name] for name in dq.input)
+    assert q.dtype == np.int8 and np.abs(q.astype(int)).max() <= 64 and not zero.any() and scale.shape == (2,)
+    # per channel: the small channel keeps its resolution (a halved per-tensor grid would round it to 0..1 steps)
+    step = scale[:, None, None, None]
+    assert np.all(np.abs(q * step - weight) <= step / 2 + 1e-7)
+    assert np.abs(q[1]).max() == 64
+    np.testing.assert_allclose(_run(model, x), before, atol=0.01 * np.abs(before).max())  # 7-bit rounding
+    assert narrow_weights(model, 64) == 0  # already within 7 bits
 
 def test_negative_constant_is_not_folded():
     model = _qdq_constant_multiply(-0.5)  # a negative scale is not a valid dequantization

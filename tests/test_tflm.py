@@ -20,7 +20,7 @@ from edgetl.artifacts.inspection import inspect_model
 from edgetl.targets import tflm
 from edgetl.targets.checks import check_artifact
 from edgetl.targets.profiles import load_profile
-from tests.conftest import run_cli
+from tests.conftest import RUN_VAL_IMAGES, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_bench_runs_the_file_in_tflm_with_its_real_arena_and_tflm_agrees_with_li
     rows = {a["name"]: a for a in report["artifacts"]}
     litert, micro = rows["tflite-int8-int8io"], rows["tflite-int8-int8io@tflm"]
     assert micro["runtime"] == "tflm" and [r["threads"] for r in micro["latency"]] == [1]
-    assert micro["parity"]["images"] == litert["parity"]["images"] == 18
+    assert micro["parity"]["images"] == litert["parity"]["images"] == RUN_VAL_IMAGES
     assert micro["parity"]["accuracy"] == litert["parity"]["accuracy"]
     # TFLM's reference kernels against LiteRT's on the same int8 file: the same answer for every image.
     model = mcu_artifact / "model.tflite"

@@ -98,7 +98,7 @@ def _tflite_metadata(data: bytes, names: list[str]) -> dict[str, Any]:
 
 def inspect_onnx(path: Path) -> dict[str, Any]:
     import onnx
-    from onnx import TensorProto
+    from onnx import TensorProto, numpy_helper
 
     try:
         model = onnx.load(str(path))
@@ -117,6 +117,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
         return {"name": v.name, "dtype": dtype_name(v.type.tensor_type.elem_type), "shape": dims}
 
     ops = [{"op": n.op_type, "name": n.name, "inputs": list(n.input), "outputs": list(n.output)} for n in graph.node]
+    int8 = [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == TensorProto.INT8]
     return {"path": str(path), "format": "onnx", "bytes": path.stat().st_size,
             "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -125,6 +126,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
             "op_histogram": dict(collections.Counter(n.op_type for n in graph.node)), "ops": ops,
             "initializer_dtypes": dict(collections.Counter(dtype_name(i.data_type) for i in graph.initializer)),
             "initializers": {name: dtype_name(init.data_type) for name, init in initializers.items()},
+            "int8_peak": max((int(abs(a.astype("int16")).max()) for a in int8 if a.size), default=None),
             "metadata": {p.key: p.value for p in model.metadata_props}}
 
 

@@ -127,13 +127,13 @@ def _is_8bit_png(path: Path) -> bool:
 
 
 def expected_outputs(model_path: Path, spec: dict[str, Any], run: Any, folder: Path,
-                     vectors: list[dict[str, Any]]) -> dict[str, Any]:
-    """The model file's outputs on each vector: edgetl's preprocessing, the file's runtime, batch 1."""
+                     vectors: list[dict[str, Any]], runtime: str | None = None) -> dict[str, Any]:
+    """The model file's outputs on each vector: edgetl's preprocessing, the file's runtime (or `runtime`), batch 1."""
     from edgetl.artifacts.run_dir import load_images
     from edgetl.targets import open_session
 
     images = load_images([str(folder / v["file"]) for v in vectors], run.image_size, run.preprocessing)
-    session = open_session(model_path)
+    session = open_session(model_path, runtime)
     out_q = spec["output"]["quantization"]
     rows = []
     for vector, image in zip(vectors, images):

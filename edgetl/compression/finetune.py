@@ -50,7 +50,8 @@ def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_P
     done: list[str] = []
     for step in recipe.training_steps:
         rate = step.get("learning_rate") or default_learning_rate(options, step.name)
-        model, step_facts = _run_step(model, step, rate, done, train_ds, len(train_ds))
+        calibration = _calibration_images(run) if step.name == "qat" else None
+        model, step_facts = _run_step(model, step, rate, done, train_ds, len(train_ds), calibration)
         done.append(step.name)
         facts["steps"].append(step_facts)
     facts["keras_val_accuracy"] = _accuracy(model, val_ds)
@@ -69,6 +70,16 @@ def _dataset(run: Run, index: Any, training: bool, dist: Distribution) -> Any:
                                    batch_size=int(options.get("batch_size", 32)), preprocessing=run.preprocessing,
                                    training=training, seed=int(options.get("seed", 0)),
                                    augment=bool(options.get("augment", True)), flip=bool(options.get("flip", True))))
+
+
+def _calibration_images(run: Run) -> np.ndarray:
+    """QAT's starting ranges: the training images int8 export calibrates on (its default count and seed)."""
+    from edgetl.artifacts.run_dir import load_images
+    from edgetl.converters.base import ExportOptions
+
+    defaults = ExportOptions(format="tflite", quantize="int8")
+    paths, _ = run.sample("train", defaults.calibration_size, defaults.seed)
+    return load_images(paths, run.image_size, run.preprocessing)
 
 
 def _plain_copy(model: Any) -> Any:
@@ -102,7 +113,7 @@ def default_learning_rate(run_options: dict[str, Any], step: str) -> float:
 
 
 def _run_step(model: Any, step: Step, rate: float, done: list[str], train_ds: Any,
-              steps_per_epoch: int) -> tuple[Any, dict[str, Any]]:
+              steps_per_epoch: int, calibration: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     epochs = step.get("epochs")
     callbacks: list[Any] = []
     if step.name == "prune":
@@ -120,8 +131,8 @@ def _run_step(model: Any, step: Step, rate: float, done: list[str], train_ds: An
         detail = {"preserve_sparsity": preserve, "batchnorm_folded": folded}
     else:
         preserve = "+".join(name for name in ("prune", "cluster") if name in done) or "none"
-        wrapped = qat.apply(model, preserve)
-        detail = {"preserve": preserve}
+        wrapped = qat.apply(model, preserve, calibration)
+        detail = {"preserve": preserve, "calibration_images": 0 if calibration is None else len(calibration)}
     say(f"  {step.name}: fine-tuning {epochs} epoch(s) at learning rate {rate:g}")
     schedule = keras().optimizers.schedules.CosineDecay(rate, decay_steps=max(1, epochs * steps_per_epoch))
     wrapped.compile(optimizer=keras().optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgetl.artifacts.inspection import ONNX_WEIGHT_OPS, TFLITE_WEIGHT_OPS
 from edgetl.converters.base import ExportOptions
+from edgetl.converters.onnx_quantize import WEIGHT_PEAK
 
 TOLERANCES: dict[str, dict[str, float]] = {
     "none": {"max_abs_diff": 1e-4},
@@ -115,6 +116,10 @@ def _onnx_problems(info: dict[str, Any], options: ExportOptions, size: int, clas
                 continue  # activation x activation (e.g. attention pooling's MatMul): no weight to check
             if not (dequantized and info["initializers"].get(source["inputs"][0]) == "int8"):
                 found.append(f"{op['op']} {op['name']!r} has float weights in an int8 model")
+        if (info.get("int8_peak") or 0) > WEIGHT_PEAK:
+            found.append(f"int8 weights reach {info['int8_peak']}: on x86 CPUs without VNNI, ONNX Runtime and "
+                         f"OpenVINO add pairs of uint8 x int8 products in int16, which saturates above "
+                         f"{WEIGHT_PEAK}; quantize weights to 7 bits (edgetl export does)")
     elif options.quantize == "fp16":
         if "float16" not in info["initializer_dtypes"]:
             found.append("fp16 export holds no float16 weights")

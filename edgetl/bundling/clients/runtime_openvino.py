@@ -12,6 +12,7 @@ compiled for one image at a time, for latency, in float32 precision (as edgetl m
 
 class Runtime:
     name = "OpenVINO"
+    key = "openvino"  # its own expected outputs in test_vectors/expected.json
 
     def __init__(self, model_path, threads=None):
         import openvino
