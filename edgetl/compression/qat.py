@@ -7,7 +7,7 @@ otherwise train them away.
 TFMOT starts every activation range at -6..6 (the input's at 0..0) and moves it by a 0.999 moving
 average per training step, so a short fine-tune never reaches tensors that span more: EfficientNet-Lite0's
 residual sums reach 50-100, and the demo model's QAT copy answered at chance (10 %) before training and
-21 % after 2 epochs. calibrate_ranges() starts each range at the float model's measured min/max on the
+22 % after 2 epochs. calibrate_ranges() starts each range at the float model's measured min/max on the
 calibration images, as post-training quantization would: the QAT copy starts where int8 PTQ is.
 """
 
