@@ -47,10 +47,11 @@ def calibrate_ranges(wrapped: Any, model: Any, images: np.ndarray, batch_size: i
     from edgetl.tf_env import keras
 
     ranges: dict[tuple[str, str], list[tuple[Any, Any]]] = {}  # (float layer, "output"|"pre"|"input") -> vars
+    float_names = {m.name for m in model.layers}
     for layer in wrapped.layers:
         found = {w.name.split("/")[-1].split(":")[0]: w for w in layer.weights}
         inner = getattr(layer, "layer", None)
-        if inner is not None and inner.name in {m.name for m in model.layers}:
+        if inner is not None and inner.name in float_names:
             for prefix in (*_OUTPUT_RANGES, _PRE_ACTIVATION):
                 if f"{prefix}_min" in found:
                     kind = "pre" if prefix == _PRE_ACTIVATION else "output"
