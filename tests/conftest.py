@@ -58,24 +58,36 @@ TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 32, "weights": 
 MODES = ["none", "fp16", "dynamic", "int8"]
 
 
-# On an AVX2 machine (2026-12-07) 30 per class trained to 0.83 validation accuracy and the int8 exports missed
-# the export tolerance (mean |difference| 0.051 > 0.05); 40 per class reached 1.0 in the same time, but the
-# chained-transfer tests built on this run (siamese, prototype, TFLM, OpenVINO) then need retuning: not done yet.
-RUN_IMAGES_PER_CLASS = 30
-RUN_VAL_IMAGES = 18  # the run fixture's validation split: 20 % of 3 x 30
+# A from-scratch MobileNet on a few dozen images is fragile: which CPU kernels sum the floats changes the run.
+# 3 x 30 images at learning rate 2e-3 trained to 1.0 on an AVX-512 machine but to 0.72-0.83 on an AVX2 one, with
+# near-tie answers that int8 rounding flips (every export test then failed). 3 x 40 at 5e-3 reaches 1.0 by the
+# third epoch and stays there, every validation answer above 0.99 (measured on AVX2, 2026-12-07; seeds 1 and 2
+# stop one image short). The fixture checks what the tests rely on, so a machine where it no longer holds fails
+# here, saying so, rather than in fifty tests downstream.
+RUN_IMAGES_PER_CLASS = 40
+RUN_VAL_IMAGES = 24  # the run fixture's validation split: 20 % of 3 x 40
+RUN_MIN_MARGIN = 0.5  # top-1 minus top-2 probability, every validation image
 
 
 @pytest.fixture(scope="session")
 def run(tmp_path_factory):
     """A small model that really learned (confident predictions), so quantization agreement means something."""
     import edgetl
+    from edgetl.artifacts.run_dir import Run, load_images
 
     root = tmp_path_factory.mktemp("trained-run")
     data = write_image_folder(root / "data", classes=3, per_class=RUN_IMAGES_PER_CLASS)
-    manifest = edgetl.train(str(data), str(root / "run"),
-                            **TINY | {"epochs": 0, "fine_tune_epochs": 20, "fine_tune_layers": "all",
-                                      "fine_tune_learning_rate": 2e-3, "batch_size": 16})
-    assert manifest.metrics["val_accuracy"] >= 0.8, "the fixture model should have learned its easy task"
+    edgetl.train(str(data), str(root / "run"),
+                 **TINY | {"epochs": 0, "fine_tune_epochs": 20, "fine_tune_layers": "all",
+                           "fine_tune_learning_rate": 5e-3, "batch_size": 16})
+    trained = Run.open(root / "run")
+    validation = trained.splits[1]
+    probabilities = trained.model.predict(load_images(list(validation.paths), trained.image_size,
+                                                      trained.preprocessing), verbose=0)
+    ranked = np.sort(probabilities, axis=1)
+    assert (probabilities.argmax(1) == np.asarray(validation.labels)).all(), "the fixture model missed an image"
+    assert (ranked[:, -1] - ranked[:, -2]).min() >= RUN_MIN_MARGIN, \
+        f"the fixture model has near ties: margins {np.round(ranked[:, -1] - ranked[:, -2], 3)}"
     return root / "run"
 
 

@@ -21,8 +21,11 @@ def siamese_run(run, tmp_path_factory) -> Path:
     data = write_image_folder(root / "data", classes=2, per_class=16)
     edgetl.train(str(data), str(root / "run"), **TINY | {"weights": str(run), "head": "siamese", "epochs": 6})
     # Training calibrated on its 6 validation images (9 different pairs: too few, and it says so); as a user
-    # would, calibrate on more labelled images of the same classes, not used in training.
-    for label in (0, 1):
+    # would, calibrate on more labelled images of the same classes, not used in training, and of one class the
+    # app must not recognise (class 2): the unknown threshold is set on it. Without it, classes 0 and 1 play the
+    # unknown in turn; the twin learned to push them apart, so the threshold fell to cosine 0 (measured) and
+    # `classify` rejected nothing.
+    for label in (0, 1, 2):
         _images(root / "calibration" / f"class_{label}", label, range(100, 120))
     edgetl.calibrate(str(root / "run"), str(root / "calibration"))
     return root / "run"
@@ -56,7 +59,8 @@ def test_the_twin_learns_and_the_run_records_its_scorer_and_thresholds(siamese_r
     scorer = Scorer.from_json(similarity["scorer"])
     assert scorer.kind == "weighted_l1" and len(scorer.weights) == 128
     assert similarity["pairs"]["roc_auc"] >= 0.9 and "threshold" in similarity["unknown"]
-    assert similarity["pairs"]["pairs"] == {"same": 2 * 190, "different": 400}  # every pair of the 40 images
+    assert similarity["pairs"]["pairs"] == {"same": 3 * 190, "different": 3 * 400}  # every pair of the 60 images
+    assert similarity["unknown"]["unknowns"] == "20 images of classes the run does not know"
     # The refitted scorer ranks pairs of new images of the training classes: same above different.
     a, b = _embed(siamese_run, _images(siamese_run.parent / "x", 0, range(30, 34))), \
         _embed(siamese_run, _images(siamese_run.parent / "x", 1, range(30, 34)))

@@ -35,7 +35,9 @@ def test_every_onnx_export_runs_in_openvino_like_in_onnx_runtime(run, exported, 
     assert batched.shape == reference.shape
     if mode != "dynamic":  # dynamic-range quantization scales activations by the whole batch's range
         assert np.allclose(batched, one_by_one, atol=1e-5)
-    assert np.allclose(batched.sum(axis=1), 1.0, atol=1e-3)
+    # int8: the output is dequantized from steps of 1/255, so each of the classes may round half a step off.
+    sum_tolerance = batched.shape[1] * 0.5 / 255 + 1e-6 if mode == "int8" else 1e-3
+    assert np.allclose(batched.sum(axis=1), 1.0, atol=sum_tolerance)
     if mode in MAX_PROB_DIFF:
         assert np.abs(batched - reference).max() <= MAX_PROB_DIFF[mode]
     else:

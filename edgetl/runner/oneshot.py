@@ -175,9 +175,11 @@ def calibrate(run_path: str | Path, data: str | Path | None = None, far: float =
         old = run.manifest.sections.get("similarity") or {}
         known = [(e, run.labels.index(name)) for e, name in zip(embeddings, names)
                  if name in run.labels]
+        unseen = [e for e, name in zip(embeddings, names) if name not in run.labels]  # real unknowns
         if embedder.prototypes is not None and known:
             section["unknown"] = unknown_rejection(np.stack([e for e, _ in known]), np.array([c for _, c in known]),
-                                                   embedder.prototypes, far)
+                                                   embedder.prototypes, far,
+                                                   unknown=np.stack(unseen) if unseen else None)
             section["unknown"]["calibrated_on"] = source
         elif old.get("unknown"):
             section["unknown"] = old["unknown"]  # no image of the run's classes here: the old threshold stays
