@@ -69,8 +69,8 @@ def calibrate(run: str, data: str | None, far: float, seed: int, as_json: bool) 
     if "unknown" in section:
         unknown = section["unknown"]
         click.echo(f"unknown below cosine {unknown['threshold']:.4f}: keeps {unknown['known_accepted']:.1%} of known "
-                   f"images, lets {unknown['unknown_accepted']:.1%} of unknown ones through "
-                   f"(unknowns: {unknown.get('unknowns', 'not recorded')})")
+                   f"images, lets {unknown['unknown_accepted']:.1%} of unknown ones through; "
+                   f"unknowns: {unknown.get('unknowns', 'not recorded')}")
 
 
 @click.command()

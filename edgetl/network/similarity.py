@@ -158,7 +158,8 @@ def unknown_rejection(embeddings: np.ndarray, labels: np.ndarray, prototypes: np
         others = cosines.copy()
         others[np.arange(len(labels)), labels] = -np.inf
         best_unknown = others.max(axis=1)
-        unknowns = "the run's own classes, each left out in turn (optimistic when it trained on them)"
+        unknowns = ("the run's own classes, each left out in turn; optimistic where it trained on them: add a "
+                    "folder of other things to calibrate's DATA")
     threshold = threshold_at_far(best_unknown, far)
     accepted = best_known >= threshold
     return {"far_target": far, "threshold": threshold,

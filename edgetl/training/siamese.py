@@ -156,5 +156,7 @@ def similarity_section(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarr
     unknown = unknown_rejection(*val, prototypes, far)
     say(f"verification: ROC AUC {pairs['roc_auc']:.4f}, EER {pairs['eer']:.4f}; at FAR {far:g} the threshold "
         f"{pairs['threshold']:.4f} accepts {pairs['tar']:.1%} of same-class validation pairs; unknown below "
-        f"cosine {unknown['threshold']:.4f} keeps {unknown['known_accepted']:.1%} of known images")
+        f"cosine {unknown['threshold']:.4f} keeps {unknown['known_accepted']:.1%} of known images, set with the run's "
+        f"own classes as the unknowns: a class it never saw scores closer; calibrate with a folder of other things "
+        f"too (edgetl calibrate RUN --data DIR)")
     return {"scorer": scorer.to_json(), "pairs": pairs, "unknown": unknown, "calibrated_on": "validation split"}
