@@ -59,7 +59,7 @@ MODES = ["none", "fp16", "dynamic", "int8"]
 
 
 # A from-scratch MobileNet on a few dozen images is fragile: which CPU kernels sum the floats changes the run.
-# 3 x 30 images at learning rate 2e-3 trained to 1.0 on an AVX-512 machine but to 0.72-0.83 on an AVX2 one, with
+# 3 x 30 images at learning rate 2e-3 served every test on an AVX-512 machine but trained to 0.72-0.83 on AVX2, with
 # near-tie answers that int8 rounding flips (every export test then failed). 3 x 40 at 5e-3 reaches 1.0 by the
 # third epoch and stays there, every validation answer above 0.99 (measured on AVX2, 2026-12-07; seeds 1 and 2
 # stop one image short). The fixture checks what the tests rely on, so a machine where it no longer holds fails
