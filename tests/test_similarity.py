@@ -95,6 +95,27 @@ def test_unknown_rejection_keeps_known_images_and_rejects_left_out_classes() -> 
     assert np.mean((new @ prototypes.T).max(axis=1) < doc["threshold"]) > 0.7
 
 
+def test_unknown_rejection_on_real_unknowns_where_leaving_a_trained_class_out_is_optimistic() -> None:
+    """Two classes a model learned to push apart (opposite directions) and a class it never saw, between them
+    but nearer class 0: with the known classes as each other's unknowns the threshold lets the new class in;
+    set on images of the new class, it keeps the known images and rejects it."""
+    rng = np.random.default_rng(0)
+
+    def around(direction: list[float], n: int) -> np.ndarray:
+        return normalized(np.asarray(direction) + rng.normal(0, 0.05, size=(n, 3)))
+
+    embeddings = np.concatenate([around([1, 0, 0], 40), around([-1, 0, 0], 40)])
+    labels = np.repeat([0, 1], 40)
+    prototypes = np.stack([normalized(embeddings[labels == c].mean(axis=0)) for c in (0, 1)])
+    unseen = around([0.7, 0.7, 0], 400)
+    left_out = unknown_rejection(embeddings, labels, prototypes, 0.05)
+    honest = unknown_rejection(embeddings, labels, prototypes, 0.05, unknown=unseen[:200])
+    best = (unseen[200:] @ prototypes.T).max(axis=1)  # new images of the unseen class
+    assert np.mean(best >= left_out["threshold"]) == 1.0 and left_out["unknowns"].startswith("the run's own")
+    assert np.mean(best >= honest["threshold"]) <= 0.1 and honest["known_accepted"] == 1.0  # 0.05 + sampling
+    assert honest["unknown_accepted"] <= 0.05 and honest["unknowns"] == "200 images of classes the run does not know"
+
+
 def test_pair_sampler_draws_balanced_consistent_fresh_pairs() -> None:
     from edgetl.training.siamese import PairSampler
 
