@@ -44,6 +44,12 @@ class KerasToONNX:
                 proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=options.opset)
             except Exception as exc:  # tf2onnx raises assorted exception types
                 raise CheckFailedError(f"ONNX conversion failed: {str(exc).splitlines()[0]}") from exc
+        unbound = [i.name for i in proto.graph.input
+                   if i.name != INPUT_NAME and i.name not in {init.name for init in proto.graph.initializer}]
+        if unbound:  # seen on TFMOT's prune-preserving QAT graph (PQAT): its mask products stay graph inputs
+            raise CheckFailedError(f"ONNX conversion left {len(unbound)} of the model's constants as graph inputs "
+                                   f"(first: {unbound[0]}), so no runtime could feed them; use the .tflite file "
+                                   "of this recipe, or QAT without pruning for .onnx")
         for index, name in enumerate(task_outputs(model) or [OUTPUT_NAME]):  # multi-task: one output per task
             _rename_output(proto, name, index)
         facts: dict[str, Any] = {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": options.opset,

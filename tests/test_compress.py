@@ -101,6 +101,31 @@ def test_pqat_converts_to_full_int8_and_keeps_its_zeros(run, tmp_path):
     assert zeros >= 0.4, f"PQAT lost the pruned zeros: {zeros:.2f} of int8 conv weights are zero"
 
 
+ONNX_INT8_PROFILE = """schema_version = 1
+name = "onnx-int8-only"
+description = "test profile: ONNX Runtime, int8 ONNX only"
+runtime = "onnxruntime"
+formats = ["onnx"]
+runtimes = ["onnxruntime"]
+quantization = ["int8"]
+threads = 1
+"""
+
+
+def test_pqat_to_onnx_is_refused_in_one_line_and_leaves_no_artifact(run, tmp_path):
+    """tf2onnx leaves PQAT's mask products as graph inputs no caller can feed. This crashed compress in ONNX
+    Runtime's verification with a traceback; the candidate now fails, saying why and what to use instead."""
+    work = _copy_run(run, tmp_path / "run")
+    (tmp_path / "onnx-int8-only.toml").write_text(ONNX_INT8_PROFILE)
+    result = run_cli("compress", str(work), "--target", str(tmp_path / "onnx-int8-only.toml"), "--recipe",
+                     "prune:sparsity=0.5,epochs=1+qat:epochs=1", "--no-repair", "--threads", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "ONNX conversion left" in errors[0] and "graph inputs" in errors[0], errors
+    assert "use the .tflite file of this recipe" in errors[0]
+    assert not list(work.glob("artifacts/*onnx*")), list(work.glob("artifacts/*"))
+
+
 def test_sensitivity_pass_finds_the_injected_layer(sensitive_run):
     opened = Run.open(sensitive_run)
     paths, _ = opened.sample("train", 16)
