@@ -44,8 +44,8 @@ class KerasToONNX:
                 proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=options.opset)
             except Exception as exc:  # tf2onnx raises assorted exception types
                 raise CheckFailedError(f"ONNX conversion failed: {str(exc).splitlines()[0]}") from exc
-        unbound = [i.name for i in proto.graph.input
-                   if i.name != INPUT_NAME and i.name not in {init.name for init in proto.graph.initializer}]
+        constants = {init.name for init in proto.graph.initializer}
+        unbound = [i.name for i in proto.graph.input if i.name != INPUT_NAME and i.name not in constants]
         if unbound:  # seen on TFMOT's prune-preserving QAT graph (PQAT): its mask products stay graph inputs
             raise CheckFailedError(f"ONNX conversion left {len(unbound)} of the model's constants as graph inputs "
                                    f"(first: {unbound[0]}), so no runtime could feed them; use the .tflite file "

@@ -24,19 +24,25 @@ from edgetl.compression.sensitivity import fallback_layers, layer_sensitivity
 from edgetl.network.model import LABELS_FILE, MODEL_FILE, load_model
 from tests.conftest import run_cli
 
-TFLITE_INT8_PROFILE = """schema_version = 1
-name = "tflite-int8-only"
-description = "test profile: LiteRT, int8 TFLite only"
-runtime = "litert"
-formats = ["tflite"]
+def _int8_profile(name: str, runtime: str, fmt: str) -> str:
+    return f"""schema_version = 1
+name = "{name}"
+description = "test profile: {runtime}, int8 {fmt} only"
+runtime = "{runtime}"
+formats = ["{fmt}"]
+runtimes = ["{runtime}"]
 quantization = ["int8"]
 threads = 1
 """
 
 
-def _profile(tmp_path: Path) -> str:
-    path = tmp_path / "tflite-int8-only.toml"
-    path.write_text(TFLITE_INT8_PROFILE)
+TFLITE_INT8_PROFILE = _int8_profile("tflite-int8-only", "litert", "tflite")
+ONNX_INT8_PROFILE = _int8_profile("onnx-int8-only", "onnxruntime", "onnx")
+
+
+def _profile(tmp_path: Path, name: str = "tflite-int8-only", text: str = TFLITE_INT8_PROFILE) -> str:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
     return str(path)
 
 
@@ -101,23 +107,12 @@ def test_pqat_converts_to_full_int8_and_keeps_its_zeros(run, tmp_path):
     assert zeros >= 0.4, f"PQAT lost the pruned zeros: {zeros:.2f} of int8 conv weights are zero"
 
 
-ONNX_INT8_PROFILE = """schema_version = 1
-name = "onnx-int8-only"
-description = "test profile: ONNX Runtime, int8 ONNX only"
-runtime = "onnxruntime"
-formats = ["onnx"]
-runtimes = ["onnxruntime"]
-quantization = ["int8"]
-threads = 1
-"""
-
-
 def test_pqat_to_onnx_is_refused_in_one_line_and_leaves_no_artifact(run, tmp_path):
     """tf2onnx leaves PQAT's mask products as graph inputs no caller can feed. This crashed compress in ONNX
     Runtime's verification with a traceback; the candidate now fails, saying why and what to use instead."""
     work = _copy_run(run, tmp_path / "run")
-    (tmp_path / "onnx-int8-only.toml").write_text(ONNX_INT8_PROFILE)
-    result = run_cli("compress", str(work), "--target", str(tmp_path / "onnx-int8-only.toml"), "--recipe",
+    result = run_cli("compress", str(work), "--target", _profile(tmp_path, "onnx-int8-only", ONNX_INT8_PROFILE),
+                     "--recipe",
                      "prune:sparsity=0.5,epochs=1+qat:epochs=1", "--no-repair", "--threads", "1")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
