@@ -76,6 +76,9 @@ class ConversionInput:
 class Converter(Protocol):
     format: str
     suffix: str
+    # True: a quantization-aware-trained model's fake-quant ranges are what this converter quantizes with.
+    # False: it quantizes a float graph with its own tooling, so it gets QAT's weights as plain float layers.
+    reads_fake_quant: bool
 
     def check(self, options: ExportOptions) -> list[str]:
         """Problems found before any work (unsupported mode, missing package)."""

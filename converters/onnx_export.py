@@ -27,6 +27,9 @@ OUTPUT_NAME = "probability"
 class KerasToONNX:
     format = "onnx"
     suffix = ".onnx"
+    # tf2onnx turns fake-quant nodes into QDQ pairs that ONNX Runtime's static quantization quantizes
+    # again, unfused and slower; compress gives it QAT's weights in float layers (qat.float_copy).
+    reads_fake_quant = False
 
     def check(self, options: ExportOptions) -> list[str]:
         return []
@@ -48,8 +51,7 @@ class KerasToONNX:
         unbound = [i.name for i in proto.graph.input if i.name != INPUT_NAME and i.name not in constants]
         if unbound:  # seen on TFMOT's prune-preserving QAT graph (PQAT): its mask products stay graph inputs
             raise CheckFailedError(f"ONNX conversion left {len(unbound)} of the model's constants as graph inputs "
-                                   f"(first: {unbound[0]}), so no runtime could feed them; use the .tflite file "
-                                   "of this recipe, or QAT without pruning for .onnx")
+                                   f"(first: {unbound[0]}), so no runtime could feed them; export .tflite instead")
         for index, name in enumerate(task_outputs(model) or [OUTPUT_NAME]):  # multi-task: one output per task
             _rename_output(proto, name, index)
         facts: dict[str, Any] = {"converter": f"tf2onnx {tf2onnx.__version__}", "opset": options.opset,

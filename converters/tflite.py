@@ -24,6 +24,7 @@ from edgetl.tf_env import tf
 class KerasToTFLite:
     format = "tflite"
     suffix = ".tflite"
+    reads_fake_quant = True
 
     def check(self, options: ExportOptions) -> list[str]:
         return []

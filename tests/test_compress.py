@@ -24,20 +24,21 @@ from edgetl.compression.sensitivity import fallback_layers, layer_sensitivity
 from edgetl.network.model import LABELS_FILE, MODEL_FILE, load_model
 from tests.conftest import run_cli
 
-def _int8_profile(name: str, runtime: str, fmt: str) -> str:
+
+def _int8_profile(name: str, runtimes: list[str], formats: list[str]) -> str:
     return f"""schema_version = 1
 name = "{name}"
-description = "test profile: {runtime}, int8 {fmt} only"
-runtime = "{runtime}"
-formats = ["{fmt}"]
-runtimes = ["{runtime}"]
+description = "test profile: int8 {' and '.join(formats)} only"
+runtime = "{runtimes[0]}"
+formats = {json.dumps(formats)}
+runtimes = {json.dumps(runtimes)}
 quantization = ["int8"]
 threads = 1
 """
 
 
-TFLITE_INT8_PROFILE = _int8_profile("tflite-int8-only", "litert", "tflite")
-ONNX_INT8_PROFILE = _int8_profile("onnx-int8-only", "onnxruntime", "onnx")
+TFLITE_INT8_PROFILE = _int8_profile("tflite-int8-only", ["litert"], ["tflite"])
+BOTH_INT8_PROFILE = _int8_profile("int8-both-formats", ["litert", "onnxruntime"], ["tflite", "onnx"])
 
 
 def _profile(tmp_path: Path, name: str = "tflite-int8-only", text: str = TFLITE_INT8_PROFILE) -> str:
@@ -71,7 +72,8 @@ def sensitive_run(run, tmp_path_factory):
 
 
 def test_prune_reaches_its_sparsity_and_2_by_4_structure(run):
-    model, facts = apply_training_steps(Run.open(run), parse("prune:structure=2:4,epochs=1"))
+    trained = apply_training_steps(Run.open(run), parse("prune:structure=2:4,epochs=1"))
+    model, facts = trained.model, trained.facts
     head = model.layers[-1].get_weights()[0]  # Dense kernel (inputs, classes): 2 of every 4 inputs zero
     groups = head.reshape(-1, 4, head.shape[1])
     assert np.all(np.sum(groups == 0, axis=1) >= 2)
@@ -81,44 +83,50 @@ def test_prune_reaches_its_sparsity_and_2_by_4_structure(run):
 
 
 def test_cluster_after_prune_keeps_both(run):
-    model, facts = apply_training_steps(Run.open(run), parse("prune:sparsity=0.6,epochs=1+cluster:clusters=4,epochs=1"))
+    trained = apply_training_steps(Run.open(run), parse("prune:sparsity=0.6,epochs=1+cluster:clusters=4,epochs=1"))
+    model, facts = trained.model, trained.facts
     assert facts["steps"][1]["preserve_sparsity"] is True
     assert cluster.max_unique_values(model) <= 5  # 4 centroids, plus zero kept apart
     assert prune.kernel_sparsity(model) >= 0.55
 
 
-def test_pqat_converts_to_full_int8_and_keeps_its_zeros(run, tmp_path):
+def test_pqat_converts_to_full_int8_in_both_formats_and_keeps_its_zeros(run, tmp_path):
+    """One PQAT training, two files. The .onnx one is built from QAT's weights as plain float layers: tf2onnx
+    left TFMOT's mask products as graph inputs no caller could feed (compress crashed), and on a plain QAT graph
+    its fake-quant nodes became QDQ pairs that ONNX Runtime quantized a second time."""
+    import onnx
     from ai_edge_litert.interpreter import Interpreter
+    from onnx import numpy_helper
 
     work = _copy_run(run, tmp_path / "run")
-    result = run_cli("compress", str(work), "--target", _profile(tmp_path), "--recipe",
-                     "prune:sparsity=0.5,epochs=2,learning_rate=0.001+qat:epochs=1", "--max-accuracy-drop", "100",
-                     "--no-repair", "--verify-size", "18", "--threads", "1", "--json")
+    result = run_cli("compress", str(work), "--target", _profile(tmp_path, "int8-both-formats", BOTH_INT8_PROFILE),
+                     "--recipe", "prune:sparsity=0.5,epochs=2,learning_rate=0.001+qat:epochs=1",
+                     "--max-accuracy-drop", "100", "--no-repair", "--verify-size", "18", "--threads", "1", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
-    recommended = report["recommended"]
-    assert recommended["name"] == "tflite-int8-prune_epochs2_learning_rate0.001-qat_epochs1"
-    manifest = read_manifest(recommended["path"])  # verification passed: full-int8 structure checked on export
+    slug = "prune_epochs2_learning_rate0.001-qat_epochs1"
+    built = {c["name"]: c for c in report["compress"]["candidates"]}
+    assert {built[f"tflite-int8-{slug}"]["status"], built[f"onnx-int8-{slug}"]["status"]} == {"built"}, built
+    tflite_path = work / "artifacts" / f"tflite-int8-{slug}"
+    manifest = read_manifest(tflite_path)  # verification passed: full-int8 structure checked on export
     assert manifest.sections["compress"]["training"]["steps"][1]["preserve"] == "prune"
-    interpreter = Interpreter(model_path=recommended["model_file"])
+    interpreter = Interpreter(model_path=str(tflite_path / "model.tflite"))
     kernels = [interpreter.get_tensor(d["index"]) for d in interpreter.get_tensor_details()
                if d["dtype"] == np.int8 and len(d["shape"]) == 4 and d["shape"][-1] > 1 and d["shape"][0] > 1]
     zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
-    assert zeros >= 0.4, f"PQAT lost the pruned zeros: {zeros:.2f} of int8 conv weights are zero"
+    assert zeros >= 0.4, f"PQAT lost the pruned zeros in .tflite: {zeros:.2f} of int8 conv weights are zero"
 
-
-def test_pqat_to_onnx_is_refused_in_one_line_and_leaves_no_artifact(run, tmp_path):
-    """tf2onnx leaves PQAT's mask products as graph inputs no caller can feed. This crashed compress in ONNX
-    Runtime's verification with a traceback; the candidate now fails, saying why and what to use instead."""
-    work = _copy_run(run, tmp_path / "run")
-    result = run_cli("compress", str(work), "--target", _profile(tmp_path, "onnx-int8-only", ONNX_INT8_PROFILE),
-                     "--recipe",
-                     "prune:sparsity=0.5,epochs=1+qat:epochs=1", "--no-repair", "--threads", "1")
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "ONNX conversion left" in errors[0] and "graph inputs" in errors[0], errors
-    assert "use the .tflite file of this recipe" in errors[0]
-    assert not list(work.glob("artifacts/*onnx*")), list(work.glob("artifacts/*"))
+    onnx_path = work / "artifacts" / f"onnx-int8-{slug}"
+    assert "float layers" in read_manifest(onnx_path).sections["compress"]["training"]["converted"]
+    graph = onnx.load(str(onnx_path / "model.onnx")).graph
+    produced_by = {output: node.op_type for node in graph.node for output in node.output}
+    requantized = [n.name for n in graph.node if n.op_type == "QuantizeLinear" and
+                   produced_by.get(n.input[0]) == "DequantizeLinear"]
+    assert not requantized, f"{len(requantized)} tensors quantized twice, e.g. {requantized[0]}"
+    kernels = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+               and len(t.dims) == 4 and t.dims[0] > 1 and t.dims[1] > 1]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels) / sum(k.size for k in kernels)
+    assert zeros >= 0.4, f"PQAT lost the pruned zeros in .onnx: {zeros:.2f} of int8 conv weights are zero"
 
 
 def test_sensitivity_pass_finds_the_injected_layer(sensitive_run):

@@ -75,7 +75,7 @@ FAST_COMPRESS = ["--threads", "1"]
 NOT_RUN = {
     "edgetl compress runs/flowers --target mcu --recipe int8 --recipe prune:sparsity=0.75+qat --json":
         "TFMOT's prune+QAT graph: ~45 s of CPU even at one epoch, a third of this test's budget; PQAT is "
-        "tested in tests/test_compress.py (test_pqat_converts_to_full_int8_and_keeps_its_zeros)",
+        "tested in tests/test_compress.py (test_pqat_converts_to_full_int8_in_both_formats_and_keeps_its_zeros)",
     "edgetl demo": "runs in CI setup (README's ci:setup block runs `edgetl demo`); ~6 minutes on 2 cores",
     "edgetl demo -o /tmp/edgetl-demo --epochs 3 --json":
         "writes 1,797 images, trains and compresses 8 candidates: ~60 s, over this test's budget; "

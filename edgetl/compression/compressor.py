@@ -195,7 +195,7 @@ class _Builder:
         # A full-int8 target (microcontroller, Edge TPU) takes 8-bit input and output too.
         self.int8_io = profile.io_dtype or ("int8" if profile.int8_required else "float32")
         self.parent_sha = run.reference()["manifest_sha256"]
-        self.trained: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self.trained: dict[str, Any] = {}  # finetune.Trained by training key
         self.extra: list[Candidate] = []  # made by the repair ladder
         self.sensitivity: list[dict[str, Any]] = []
 
@@ -250,7 +250,7 @@ class _Builder:
             say(f"  {candidate.name}: finished earlier, reused")
             return candidate
         try:
-            model, training = self._model(candidate.recipe)
+            model, training = self._model(candidate.recipe, candidate.format)
             export_model(self.run, model, self.export_options(candidate), candidate.path, candidate.name,
                          sections={"compress": {"key": key, "recipe": candidate.recipe.to_json(),
                                                 "attempt": candidate.attempt, "training": training}},
@@ -261,7 +261,9 @@ class _Builder:
             say(f"  {candidate.name}: failed: {exc}")
         return candidate
 
-    def _model(self, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
+    def _model(self, recipe: Recipe, fmt: str) -> tuple[Any, dict[str, Any]]:
+        from edgetl.converters import get_converter
+
         steps = recipe.training_steps
         if not steps:
             return self.run.model, {}
@@ -271,7 +273,11 @@ class _Builder:
 
             say(f"  training steps {Recipe(steps).spec()}")
             self.trained[cache_key] = apply_training_steps(self.run, Recipe(steps), self.dist)
-        return self.trained[cache_key]
+        trained = self.trained[cache_key]
+        if get_converter(fmt).reads_fake_quant or trained.float_model is trained.model:
+            return trained.model, trained.facts
+        return trained.float_model, trained.facts | {"converted": "QAT's trained weights as float layers, quantized "
+                                                                  "by the converter (compression/qat.py float_copy)"}
 
     def sensitive_layers(self) -> list[dict[str, Any]]:
         if not self.sensitivity:

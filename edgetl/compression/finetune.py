@@ -9,6 +9,7 @@ preserving scheme (PQAT / CQAT).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -24,18 +25,32 @@ from edgetl.tf_env import keras
 from edgetl.training.distribute import SINGLE_PROCESS, Distribution
 
 
+@dataclasses.dataclass
+class Trained:
+    """What a recipe's training steps made (fresh copies; the run is untouched).
+
+    `model` converts to TFLite as it is (after QAT: with its fake-quant ranges). `float_model` is the same
+    network in plain float layers with the trained weights, for converters that quantize by themselves
+    (ONNX Runtime); without QAT it is `model`."""
+    model: Any
+    float_model: Any
+    facts: dict[str, Any]
+
+
 def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_PROCESS, *,
-                         _in_scope: bool = False) -> tuple[Any, dict[str, Any]]:
-    """The compressed Keras model (a fresh copy; the run is untouched) and facts for the manifest.
+                         _in_scope: bool = False) -> Trained:
+    """The compressed Keras models and facts for the manifest.
 
     With a strategy (`edgetl compress --distribute`), loading, wrapping and fine-tuning happen in its
-    scope, and the result is copied into a plain model outside it: conversion and verification then
+    scope, and the result is copied into plain models outside it: conversion and verification then
     read ordinary variables, with no collective operation between workers."""
     if dist.strategy is not None and not _in_scope:
         with dist.scope():
-            model, facts = apply_training_steps(run, recipe, dist, _in_scope=True)
-        facts["distribute"] = dist.section(int(run.manifest.options.get("batch_size", 32)))
-        return _plain_copy(model), facts
+            trained = apply_training_steps(run, recipe, dist, _in_scope=True)
+        trained.facts["distribute"] = dist.section(int(run.manifest.options.get("batch_size", 32)))
+        same = trained.float_model is trained.model
+        model = _plain_copy(trained.model)
+        return Trained(model, model if same else _plain_copy(trained.float_model), trained.facts)
     started = time.perf_counter()
     k = keras()
     options = run.manifest.options
@@ -48,10 +63,11 @@ def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_P
     train_ds, val_ds = _dataset(run, train_index, True, dist), _dataset(run, val_index, False, dist)
     facts: dict[str, Any] = {"steps": []}
     done: list[str] = []
+    float_model = model
     for step in recipe.training_steps:
         rate = step.get("learning_rate") or default_learning_rate(options, step.name)
         calibration = _calibration_images(run) if step.name == "qat" else None
-        model, step_facts = _run_step(model, step, rate, done, train_ds, len(train_ds), calibration)
+        model, float_model, step_facts = _run_step(model, step, rate, done, train_ds, len(train_ds), calibration)
         done.append(step.name)
         facts["steps"].append(step_facts)
     facts["keras_val_accuracy"] = _accuracy(model, val_ds)
@@ -60,7 +76,7 @@ def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_P
     facts["seconds"] = round(time.perf_counter() - started, 1)
     say(f"  {recipe.spec()}: Keras validation accuracy {facts['keras_val_accuracy']:.4f} "
         f"(sparsity {facts['kernel_sparsity']:.2f}, {facts['seconds']:.0f} s)")
-    return model, facts
+    return Trained(model, float_model, facts)
 
 
 def _dataset(run: Run, index: Any, training: bool, dist: Distribution) -> Any:
@@ -113,7 +129,8 @@ def default_learning_rate(run_options: dict[str, Any], step: str) -> float:
 
 
 def _run_step(model: Any, step: Step, rate: float, done: list[str], train_ds: Any,
-              steps_per_epoch: int, calibration: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
+              steps_per_epoch: int, calibration: np.ndarray | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The stripped model, its plain float form (see Trained) and the step's facts."""
     epochs = step.get("epochs")
     callbacks: list[Any] = []
     if step.name == "prune":
@@ -139,8 +156,10 @@ def _run_step(model: Any, step: Step, rate: float, done: list[str], train_ds: An
                     metrics=["accuracy"])
     history = wrapped.fit(train_ds, epochs=epochs, verbose=0, callbacks=callbacks)
     stripped = {"prune": prune, "cluster": cluster, "qat": qat}[step.name].strip(wrapped)
+    float_model = qat.float_copy(wrapped, model) if step.name == "qat" else stripped
     losses = [round(float(v), 4) for v in history.history["loss"]]
-    return stripped, {"name": step.name, "epochs": epochs, "learning_rate": rate, "loss": losses, **detail}
+    return stripped, float_model, {"name": step.name, "epochs": epochs, "learning_rate": rate, "loss": losses,
+                                   **detail}
 
 
 def _accuracy(model: Any, val_ds: Any) -> float:

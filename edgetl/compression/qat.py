@@ -97,3 +97,36 @@ def _without_activation(layer: Any) -> Any:
 def strip(model: Any) -> Any:
     """A QAT model converts to int8 as it is: its fake-quant ranges are what the converter uses."""
     return model
+
+
+def float_copy(wrapped: Any, model: Any) -> Any:
+    """A plain float copy of `model` (the float model `apply` wrapped) with the weights QAT trained in
+    `wrapped`, before their 8-bit rounding (a preserved pruning mask applied; CQAT keeps its clustered
+    values in the weights themselves). For converters that quantize by themselves (ONNX Runtime, whose
+    weights are 7-bit: rounding TFMOT's 8-bit values again costs more than QAT gains). Measured on the
+    demo run, ONNX int8 on 359 validation images against 0.9777 float: PTQ 0.9721, the QAT graph
+    converted as it is 0.9638, this copy with rounded weights 0.9749, this copy 0.9805."""
+    from edgetl.backbones.layers import quantize_scope
+    from edgetl.tf_env import keras
+
+    trained: dict[str, dict[str, np.ndarray]] = {}
+    for layer in wrapped.layers:
+        inner = getattr(layer, "layer", layer)
+        values = {_short(w.name): w.numpy() for w in inner.weights}
+        # The wrapper holds the quantized weights (a kernel), no longer the layer. PQAT applies its mask in the
+        # quantizer, not to the weight.
+        for weight, _, variables in getattr(layer, "_weight_vars", ()):
+            mask = variables["sparsity_mask"].numpy() if "sparsity_mask" in variables else 1
+            values[_short(weight.name)] = weight.numpy() * mask
+        trained[inner.name] = values
+    with quantize_scope():
+        copy = keras().models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if layer.weights and layer.name in trained:
+            layer.set_weights([trained[layer.name][_short(w.name)] for w in layer.weights])
+    return copy
+
+
+def _short(name: str) -> str:
+    return name.split("/")[-1].split(":")[0]
