@@ -90,3 +90,18 @@ def test_float_copy_carries_what_qat_trained_and_keeps_zeros_and_clusters(preser
     if preserve == "prune":  # the QAT graph itself: refused in one line, not left for a runtime to crash on
         with pytest.raises(CheckFailedError, match="graph inputs"):
             KerasToONNX().convert(ConversionInput(wrapped, SIZE, ["a", "b", "c"], x), options, tmp_path / "qat.onnx")
+
+
+def test_a_float_layer_without_a_qat_counterpart_is_refused_not_left_with_its_old_weights():
+    from edgetl.tf_env import keras
+
+    model = _small_model()
+    wrapped = qat.apply(model)
+
+    def rename(layer):
+        config = layer.get_config() | ({"name": "c2_renamed"} if layer.name == "c2" else {})
+        return layer.__class__.from_config(config)
+
+    renamed = keras().models.clone_model(model, clone_function=rename)
+    with pytest.raises(CheckFailedError, match="1 layer.*first: c2_renamed"):
+        qat.float_copy(wrapped, renamed)

@@ -107,6 +107,7 @@ def float_copy(wrapped: Any, model: Any) -> Any:
     demo run, ONNX int8 on 359 validation images against 0.9777 float: PTQ 0.9721, the QAT graph
     converted as it is 0.9638, this copy with rounded weights 0.9749, this copy 0.9805."""
     from edgetl.backbones.layers import quantize_scope
+    from edgetl.errors import CheckFailedError
     from edgetl.tf_env import keras
 
     trained: dict[str, dict[str, np.ndarray]] = {}
@@ -122,8 +123,12 @@ def float_copy(wrapped: Any, model: Any) -> Any:
     with quantize_scope():
         copy = keras().models.clone_model(model)
     copy.set_weights(model.get_weights())
+    missing = [layer.name for layer in copy.layers if layer.weights and layer.name not in trained]
+    if missing:  # it would keep its pre-QAT weights: a file that is neither the float model nor the QAT one
+        raise CheckFailedError(f"QAT's float copy: {len(missing)} layer(s) have no counterpart in the QAT model "
+                               f"(first: {missing[0]}); use the .tflite file of this recipe")
     for layer in copy.layers:
-        if layer.weights and layer.name in trained:
+        if layer.weights:
             layer.set_weights([trained[layer.name][_short(w.name)] for w in layer.weights])
     return copy
 
