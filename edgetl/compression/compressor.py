@@ -274,10 +274,10 @@ class _Builder:
             say(f"  training steps {Recipe(steps).spec()}")
             self.trained[cache_key] = apply_training_steps(self.run, Recipe(steps), self.dist)
         trained = self.trained[cache_key]
-        if get_converter(fmt).reads_fake_quant or trained.float_model is trained.model:
+        if get_converter(fmt).reads_fake_quant or trained.qat is None:
             return trained.model, trained.facts
-        return trained.float_model, trained.facts | {"converted": "QAT's trained weights as float layers, quantized "
-                                                                  "by the converter (compression/qat.py float_copy)"}
+        return trained.float_model(), trained.facts | {"converted": "QAT's trained weights as float layers, "
+                                                                    "quantized by the converter (qat.float_copy)"}
 
     def sensitive_layers(self) -> list[dict[str, Any]]:
         if not self.sensitivity:

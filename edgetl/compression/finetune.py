@@ -29,12 +29,21 @@ from edgetl.training.distribute import SINGLE_PROCESS, Distribution
 class Trained:
     """What a recipe's training steps made (fresh copies; the run is untouched).
 
-    `model` converts to TFLite as it is (after QAT: with its fake-quant ranges). `float_model` is the same
-    network in plain float layers with the trained weights, for converters that quantize by themselves
-    (ONNX Runtime); without QAT it is `model`."""
+    `model` converts to TFLite as it is (after QAT: with its fake-quant ranges). `qat`: after a QAT step, the
+    QAT model and the float model it wrapped, from which float_model() builds its plain float form."""
     model: Any
-    float_model: Any
     facts: dict[str, Any]
+    qat: tuple[Any, Any] | None = None
+    _float: Any = None
+
+    def float_model(self) -> Any:
+        """The network in plain float layers with the trained weights, for converters that quantize by
+        themselves (ONNX Runtime); built on first use, as only they ask. May raise CheckFailedError."""
+        if self.qat is None:
+            return self.model
+        if self._float is None:
+            self._float = qat.float_copy(*self.qat)
+        return self._float
 
 
 def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_PROCESS, *,
@@ -48,9 +57,8 @@ def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_P
         with dist.scope():
             trained = apply_training_steps(run, recipe, dist, _in_scope=True)
         trained.facts["distribute"] = dist.section(int(run.manifest.options.get("batch_size", 32)))
-        same = trained.float_model is trained.model
         model = _plain_copy(trained.model)
-        return Trained(model, model if same else _plain_copy(trained.float_model), trained.facts)
+        return Trained(model, trained.facts, (model, _plain_copy(trained.qat[1])) if trained.qat else None)
     started = time.perf_counter()
     k = keras()
     options = run.manifest.options
@@ -63,11 +71,14 @@ def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_P
     train_ds, val_ds = _dataset(run, train_index, True, dist), _dataset(run, val_index, False, dist)
     facts: dict[str, Any] = {"steps": []}
     done: list[str] = []
-    float_model = model
+    qat_models = None
     for step in recipe.training_steps:
         rate = step.get("learning_rate") or default_learning_rate(options, step.name)
         calibration = _calibration_images(run) if step.name == "qat" else None
-        model, float_model, step_facts = _run_step(model, step, rate, done, train_ds, len(train_ds), calibration)
+        before = model
+        model, step_facts = _run_step(model, step, rate, done, train_ds, len(train_ds), calibration)
+        if step.name == "qat":
+            qat_models = (model, before)
         done.append(step.name)
         facts["steps"].append(step_facts)
     facts["keras_val_accuracy"] = _accuracy(model, val_ds)
@@ -76,7 +87,7 @@ def apply_training_steps(run: Run, recipe: Recipe, dist: Distribution = SINGLE_P
     facts["seconds"] = round(time.perf_counter() - started, 1)
     say(f"  {recipe.spec()}: Keras validation accuracy {facts['keras_val_accuracy']:.4f} "
         f"(sparsity {facts['kernel_sparsity']:.2f}, {facts['seconds']:.0f} s)")
-    return Trained(model, float_model, facts)
+    return Trained(model, facts, qat_models)
 
 
 def _dataset(run: Run, index: Any, training: bool, dist: Distribution) -> Any:
@@ -129,8 +140,7 @@ def default_learning_rate(run_options: dict[str, Any], step: str) -> float:
 
 
 def _run_step(model: Any, step: Step, rate: float, done: list[str], train_ds: Any,
-              steps_per_epoch: int, calibration: np.ndarray | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """The stripped model, its plain float form (see Trained) and the step's facts."""
+              steps_per_epoch: int, calibration: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     epochs = step.get("epochs")
     callbacks: list[Any] = []
     if step.name == "prune":
@@ -156,10 +166,8 @@ def _run_step(model: Any, step: Step, rate: float, done: list[str], train_ds: An
                     metrics=["accuracy"])
     history = wrapped.fit(train_ds, epochs=epochs, verbose=0, callbacks=callbacks)
     stripped = {"prune": prune, "cluster": cluster, "qat": qat}[step.name].strip(wrapped)
-    float_model = qat.float_copy(wrapped, model) if step.name == "qat" else stripped
     losses = [round(float(v), 4) for v in history.history["loss"]]
-    return stripped, float_model, {"name": step.name, "epochs": epochs, "learning_rate": rate, "loss": losses,
-                                   **detail}
+    return stripped, {"name": step.name, "epochs": epochs, "learning_rate": rate, "loss": losses, **detail}
 
 
 def _accuracy(model: Any, val_ds: Any) -> float:
